@@ -1,0 +1,1 @@
+"""Shared infrastructure: configuration, run directories, checkpoints, data, runtime helpers."""
