@@ -1,0 +1,145 @@
+"""Checkpoint I/O, in one place: atomic writes, safe loads, and falling back to the last good file.
+
+Checkpoints hold state dicts and plain metadata only (tensors, numbers, strings, lists, dicts).
+They are written to a temporary file in the same directory, fsynced and `os.replace`d into place,
+so a crash or a full disk never leaves a half-written `last.pt`; the previous generation is kept as
+`last.prev.pt`. They are loaded with `torch.load(weights_only=True)`, so a crafted file cannot run
+code: it is refused with a `CheckpointError` instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import CheckpointError, UserError
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:
+    """Atomically write `state` to `path`; the old file (if any) becomes `<stem>.prev.pt`.
+
+    A failed write (disk full, unwritable directory) leaves the existing checkpoint untouched and
+    raises `UserError` with the reason.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    payload = dict(state)
+    payload["_format"] = FORMAT_VERSION
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise UserError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
+    return path
+
+
+def previous_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; `CheckpointError` with a one-line reason when it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path} holds objects other than tensors and plain data and was refused "
+                "(it could run code); only load checkpoints written by this tool"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:120]})") from None
+    if not isinstance(state, dict) or state.get("_format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a checkpoint written by this tool")
+    return state
+
+
+def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
+    """The newest readable generation of `path` (`last.pt`, then `last.prev.pt`), or None if neither exists.
+
+    A damaged newest file is reported with a warning and the previous generation is used.
+    """
+    errors = []
+    for candidate in (Path(path), previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            return load_checkpoint(candidate, map_location), candidate
+        except CheckpointError as exc:
+            log.warning("%s; trying the previous checkpoint", exc)
+            errors.append(str(exc))
+    if errors:
+        raise CheckpointError(f"no usable checkpoint at {path}: {errors[-1]}")
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as plain data (safe under weights_only loading)."""
+    import random
+
+    import numpy as np
+
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    import random
+
+    import numpy as np
+
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

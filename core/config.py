@@ -1,0 +1,215 @@
+"""Configuration: one dataclass per stage, loaded from YAML, presets and command-line overrides.
+
+In the spirit of pycls's config and nanoGPT's dataclass: the config *is* the experiment. Every
+field carries its help text in `metadata["help"]` (which becomes `--help`), values are validated
+on construction, and the resolved config is saved into the run directory and every checkpoint.
+
+Precedence, lowest first: dataclass defaults < preset (`configs/<name>.yaml`) < `--config FILE`
+< command-line flags. A YAML file may hold the keys of one stage at its top level, or (for the
+pipeline) one section per stage; unknown keys are an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from core.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+T = TypeVar("T", bound="CommonConfig")
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:  # noqa: A002
+    """A dataclass field with its `--help` text (and optional allowed values)."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class CommonConfig:
+    """Options every stage shares; they keep one name everywhere."""
+
+    run_dir: str = opt("", "run directory (default: checkpoints/<run_name>)")
+    run_name: str = opt("", "run name under checkpoints/ (default: the command and the preset)")
+    seed: int = opt(0, "one seed for python, numpy and torch; fixes the whole run")
+    device: str = opt("auto", "where to compute", choices=("auto", "cpu", "cuda"))
+    dataset: str = opt(
+        "cifar10-mini", "dataset name", choices=("cifar10-mini", "cifar10", "cifar100", "imagefolder", "synthetic")
+    )
+    data_dir: str = opt("", "dataset root (or the CIFAR-10 JPEG zip for imagefolder); empty for cifar10-mini")
+    download: bool = opt(False, "allow torchvision to download cifar10/cifar100 into --data-dir")
+    num_classes: int = opt(0, "expected number of classes (0: take it from the dataset); checked against the data")
+    image_size: int = opt(0, "input resolution (0: the dataset's own size)")
+    search_size: int = opt(1000, "training images held out as the search split (never the test split)")
+    threads: int = opt(0, "torch compute threads per process (0: free cores / local ranks)")
+    resume: str = opt("", "'auto' to continue from the latest good checkpoint in the run directory, or a path")
+    quiet: bool = opt(False, "no progress bars, warnings only")
+
+    def validate(self) -> None:
+        """Raise `UserError` naming the first bad value. Subclasses extend it."""
+        if self.search_size < 0:
+            raise UserError(f"--search-size must be >= 0, got {self.search_size}")
+        if self.num_classes < 0 or self.image_size < 0 or self.threads < 0:
+            raise UserError("--num-classes, --image-size and --threads must be >= 0")
+        if self.resume not in ("", "auto") and not Path(self.resume).exists():
+            raise UserError(f"--resume {self.resume}: no such file; use --resume auto or a checkpoint path")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Convert a YAML or command-line value to the field's declared type."""
+    typ = _field_type(cls, name)
+    origin = typing.get_origin(typ) or typ
+    try:
+        if origin is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if origin in (int, float, str):
+            if origin is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return origin(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v != ""]
+            (item_type,) = typing.get_args(typ) or (str,)
+            return [item_type(v) for v in value]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        raise UserError(f"option {name}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; `UserError` when absent or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def preset_path(name: str) -> Path:
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(names)}")
+    return path
+
+
+def section(data: dict[str, Any], stage: str, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The keys for `stage`: top-level keys that are not stage sections, updated by its section."""
+    out = {k: v for k, v in data.items() if k not in stages}
+    sub = data.get(stage) or {}
+    if not isinstance(sub, dict):
+        raise UserError(f"config section {stage!r} must be a mapping")
+    out.update(sub)
+    return out
+
+
+def build_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
+    """Instantiate `cls` from a mapping, rejecting unknown keys with a one-line error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise UserError(f"unknown option {key!r} in {source}; see --help for the valid options")
+        clean[name] = _coerce(cls, name, value)
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        if choices and f.name in clean and clean[f.name] not in choices:
+            raise UserError(f"option {f.name}: {clean[f.name]!r} is not one of {', '.join(map(str, choices))}")
+    return cls(**clean)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per dataclass field, documented with the field's help and default."""
+    parser.add_argument("--config", default=None, help="YAML file of options (sets defaults below)")
+    parser.add_argument("--preset", default=None, help="named preset from configs/ (for example: demo)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        typ = _field_type(cls, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        if typ is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif (typing.get_origin(typ) or typ) is dict:
+            parser.add_argument(
+                flag, action="append", default=None, metavar="KEY=VALUE", help=help_text + "; repeatable"
+            )
+        else:
+            parser.add_argument(flag, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def resolve(cls: type[T], args: argparse.Namespace, stage: str, stages: tuple[str, ...] = ()) -> T:
+    """Defaults < preset < --config < flags, validated; `UserError` on any bad key or value."""
+    values: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        values.update(section(load_yaml(preset_path(args.preset)), stage, stages))
+    if getattr(args, "config", None):
+        values.update(section(load_yaml(args.config), stage, stages))
+    for f in dataclasses.fields(cls):
+        given = getattr(args, f.name, None)
+        if given is None:
+            continue
+        if isinstance(given, list) and (typing.get_origin(_field_type(cls, f.name)) or dict) is dict:
+            merged = dict(values.get(f.name) or {})
+            merged.update(parse_key_values(given, "--" + f.name.replace("_", "-")))
+            given = merged
+        values[f.name] = given
+    return build_config(cls, values, source="the configuration")
+
+
+def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """`["k=v", ...]` to a dict; values are read as YAML scalars or lists (`2,2` becomes [2, 2])."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(f"[{raw}]") if "," in raw and not raw.startswith("[") else yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (the run's record of what it did)."""
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
