@@ -65,13 +65,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
             raise CheckpointError(
                 f"checkpoint {path} holds objects other than tensors and plain data and was refused "
                 "(it could run code); only load checkpoints written by this tool"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({first})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a readable torch file)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:120]})") from None

@@ -1,0 +1,280 @@
+"""Datasets for every stage: CIFAR-10/100, image folders (or a zip of one), and the embedded subset.
+
+Every dataset is decoded once into uint8 tensors (N, 3, H, W) and cached on disk, which is what
+makes CIFAR-size training fast (see `core.data.loader` for the batched GPU/CPU augmentation).
+A search split is carved out of the training images by a fixed seed, so architecture estimates
+never touch the test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MINI_ZIP = Path(__file__).with_name("cifar10_mini.zip")
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageSet:
+    """Decoded images as one uint8 tensor (N, 3, H, W) with int64 labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class DataSplits:
+    """Train (minus the search split), search (carved from train) and test images."""
+
+    train: ImageSet
+    search: ImageSet
+    test: ImageSet
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+
+def load_data(
+    dataset: str,
+    data_dir: str = "",
+    *,
+    search_size: int = 1000,
+    split_seed: int = 0,
+    num_classes: int = 0,
+    image_size: int = 0,
+    download: bool = False,
+) -> DataSplits:
+    """Load `dataset` and carve the search split; `UserError` with the fix when it is unusable."""
+    if dataset == "cifar10-mini":
+        train, test, classes = _load_folder_tree(str(MINI_ZIP), image_size)
+        mean, std = CIFAR_MEAN, CIFAR_STD
+    elif dataset in ("cifar10", "cifar100"):
+        train, test, classes = _load_torchvision_cifar(dataset, data_dir, download, image_size)
+        mean, std = CIFAR_MEAN, CIFAR_STD
+    elif dataset == "imagefolder":
+        if not data_dir:
+            raise UserError("--dataset imagefolder needs --data-dir ROOT holding train/<class>/ and val/ or test/")
+        train, test, classes = _load_folder_tree(data_dir, image_size)
+        small = train.images.shape[-1] <= 64
+        mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
+    elif dataset == "synthetic":
+        train, test, classes = _synthetic(image_size or 32)
+        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    else:
+        raise UserError(f"unknown dataset {dataset!r}: use cifar10-mini, cifar10, cifar100, imagefolder or synthetic")
+    if num_classes and num_classes != len(classes):
+        raise UserError(
+            f"--num-classes {num_classes} does not match the {len(classes)} classes found in {dataset} "
+            f"{data_dir}; fix --num-classes (or 0 to take it from the data)"
+        )
+    train, search = carve_search_split(train, search_size, split_seed)
+    return DataSplits(train, search, test, classes, mean, std)
+
+
+def carve_search_split(train: ImageSet, search_size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split `search_size` images off the training set, by a fixed seed: same seed, same split."""
+    if search_size >= len(train):
+        raise UserError(f"--search-size {search_size} leaves no training images (only {len(train)}); lower it")
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(train)))
+    search_idx, train_idx = perm[:search_size].sort().values, perm[search_size:].sort().values
+    return train.subset(train_idx), train.subset(search_idx)
+
+
+# ---- image folders and zips ---------------------------------------------------------------------
+
+
+def _load_folder_tree(root: str, image_size: int) -> tuple[ImageSet, ImageSet, list[str]]:
+    """`<root>/train/<class>/*` and `<root>/{val,test}/<class>/*`, from a directory or a zip file."""
+    path = Path(root)
+    if not path.exists():
+        raise UserError(f"dataset path {path} does not exist; pass --data-dir pointing at a folder or a zip")
+    cache = _cache_file(path, image_size)
+    if cache is not None and cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return ImageSet(*blob["train"]), ImageSet(*blob["test"]), list(blob["classes"])
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            log.warning("decoded-data cache %s is unreadable; rebuilding it", cache)
+    files = _ZipTree(path) if path.is_file() else _DirTree(path)
+    train_dir = files.find_split(("train",))
+    test_dir = files.find_split(("val", "test"))
+    if train_dir is None or test_dir is None:
+        raise UserError(f"{path} must hold train/<class>/ and val/<class>/ (or test/<class>/) image folders")
+    classes = sorted(files.classes(train_dir))
+    if not classes:
+        raise UserError(f"{path}: no class folders under {train_dir}")
+    test_classes = sorted(files.classes(test_dir))
+    if test_classes != classes:
+        raise UserError(f"{path}: the class folders of {train_dir} and {test_dir} differ")
+    train = _decode_split(files, train_dir, classes, image_size)
+    test = _decode_split(files, test_dir, classes, image_size)
+    if cache is not None:
+        _write_cache(cache, train, test, classes)
+    return train, test, classes
+
+
+class _DirTree:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def find_split(self, names: tuple[str, ...]) -> str | None:
+        for base in [self.root, *sorted(p for p in self.root.iterdir() if p.is_dir())]:
+            for name in names:
+                if (base / name).is_dir():
+                    return str((base / name).relative_to(self.root))
+        return None
+
+    def classes(self, split: str) -> list[str]:
+        return [p.name for p in (self.root / split).iterdir() if p.is_dir()]
+
+    def images(self, split: str, cls: str) -> list[str]:
+        folder = self.root / split / cls
+        return sorted(str(p.relative_to(self.root)) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
+
+    def read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+
+class _ZipTree:
+    def __init__(self, path: Path) -> None:
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{path} is not a readable zip file ({exc})") from None
+        self.names = [n for n in self.zip.namelist() if n.lower().endswith(IMAGE_EXT)]
+
+    def find_split(self, names: tuple[str, ...]) -> str | None:
+        prefixes = sorted({"/".join(n.split("/")[:-2]) for n in self.names})
+        for name in names:
+            for prefix in prefixes:
+                if prefix == name or prefix.endswith("/" + name):
+                    return prefix
+        return None
+
+    def classes(self, split: str) -> list[str]:
+        return sorted({n.split("/")[-2] for n in self.names if n.startswith(split + "/")})
+
+    def images(self, split: str, cls: str) -> list[str]:
+        return sorted(n for n in self.names if n.startswith(f"{split}/{cls}/"))
+
+    def read(self, name: str) -> bytes:
+        return self.zip.read(name)
+
+
+def _decode_split(files: _DirTree | _ZipTree, split: str, classes: list[str], image_size: int) -> ImageSet:
+    from PIL import Image
+    from tqdm import tqdm
+
+    items = [(name, label) for label, cls in enumerate(classes) for name in files.images(split, cls)]
+    if not items:
+        raise UserError(f"no images under {split}/")
+    arrays, labels = [], []
+    quiet = log.getEffectiveLevel() > logging.INFO or not os.isatty(2)
+    for name, label in tqdm(items, desc=f"decoding {split}", disable=quiet, leave=False):
+        try:
+            img = Image.open(io.BytesIO(files.read(name))).convert("RGB")
+        except Exception as exc:
+            raise UserError(f"cannot decode image {name}: {exc}") from None
+        arrays.append(np.asarray(_fit(img, image_size), dtype=np.uint8))
+        labels.append(label)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise UserError(f"images under {split}/ differ in size; pass --image-size N to resize them")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.tensor(labels, dtype=torch.int64))
+
+
+def _fit(img: object, size: int) -> object:
+    """Resize the shorter side to `size` and centre-crop a square (no-op when size is 0 or equal)."""
+    if not size or img.size == (size, size):  # type: ignore[attr-defined]
+        return img
+    from torchvision.transforms.functional import center_crop, resize
+
+    return center_crop(resize(img, size), [size, size])
+
+
+def _cache_file(path: Path, image_size: int) -> Path | None:
+    base = Path(os.environ.get("LANAS_CACHE", Path.home() / ".cache" / "lanas-toolkit"))
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}|v1"
+    return base / f"decoded-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _write_cache(cache: Path, train: ImageSet, test: ImageSet, classes: list[str]) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        blob = {"train": [train.images, train.labels], "test": [test.images, test.labels], "classes": classes}
+        torch.save(blob, tmp)
+        os.replace(tmp, cache)
+    except OSError as exc:  # the cache is an optimisation: never fail the run for it
+        log.warning("could not write the decoded-data cache %s: %s", cache, exc)
+
+
+# ---- torchvision CIFAR and synthetic data --------------------------------------------------------
+
+
+def _load_torchvision_cifar(name: str, data_dir: str, download: bool, image_size: int) -> tuple:
+    from torchvision import datasets
+
+    if not data_dir:
+        raise UserError(f"--dataset {name} needs --data-dir DIR (torchvision's format; add --download to fetch it)")
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    try:
+        train = cls(data_dir, train=True, download=download)
+        test = cls(data_dir, train=False, download=download)
+    except RuntimeError:
+        raise UserError(
+            f"{name} not found at {Path(data_dir) / folder}; put torchvision's {folder} there or add --download"
+        ) from None
+    if image_size and image_size != 32:
+        raise UserError(f"--image-size {image_size}: {name} images are 32x32; use 0 or 32")
+
+    def to_set(ds: object) -> ImageSet:
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # type: ignore[attr-defined]
+        return ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64))  # type: ignore[attr-defined]
+
+    return to_set(train), to_set(test), list(train.classes)
+
+
+def _synthetic(size: int, n_train: int = 512, n_test: int = 128, classes: int = 10) -> tuple:
+    """Class-dependent colour blobs: learnable in a few steps, for smoke tests without data."""
+    gen = torch.Generator().manual_seed(1234)
+
+    def make(n: int) -> ImageSet:
+        labels = torch.arange(n) % classes
+        base = (labels.float() / classes * 255).view(n, 1, 1, 1).expand(n, 3, size, size)
+        noise = torch.randint(0, 64, (n, 3, size, size), generator=gen)
+        return ImageSet((base * 0.75 + noise).clamp(0, 255).to(torch.uint8), labels)
+
+    return make(n_train), make(n_test), [f"class{i}" for i in range(classes)]

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Command line of the toolkit: parse, set up logging, seeds and threads, then dispatch.
+
+    python run.py supernet --preset demo      train a weight-sharing supernet
+    python run.py search   --preset demo      LaNAS (or evolution, random) over the supernet
+    python run.py retrain  --preset demo      retrain the best architectures from scratch
+    python run.py pipeline --preset demo      all three in one run directory
+    python run.py export   --run-dir ...      TorchScript and ONNX of a retrained model
+    python run.py info [PATH]                 environment, or what a checkpoint/run holds
+
+Every stage takes `--config FILE`, `--preset NAME` and per-option flags (`--help` lists them).
+Errors a user can fix print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+# name: (config class, entry function, one-line description)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "supernet": ("supernet.config:SupernetConfig", "supernet.train:main", "train a weight-sharing supernet"),
+    "search": ("search.config:SearchConfig", "search.loop:run_search", "search architectures (LaNAS and baselines)"),
+    "retrain": ("retrain.config:RetrainConfig", "retrain.train:main", "retrain architectures from scratch"),
+    "pipeline": ("pipeline.config:PipelineConfig", "pipeline.run:main", "supernet, search and retrain in one run"),
+    "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model to TorchScript/ONNX"),
+    "bench-supernet": ("supernet.bench:BenchSupernetConfig", "supernet.bench:main", "supernet vs standalone cost"),
+    "bench-search": ("search.config:BenchSearchConfig", "search.bench:run_bench_search", "searchers on a table"),
+    "bench-nb201": ("supernet.bench_nb201:BenchNB201Config", "supernet.bench_nb201:main", "one-shot NAS-Bench-201"),
+}
+
+
+def _load(spec: str) -> Any:
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    from core.config import add_arguments
+
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[1])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    available: dict[str, Any] = {}
+    for name, (cfg_spec, _, text) in COMMANDS.items():
+        try:
+            cfg_cls = _load(cfg_spec)
+        except (ImportError, AttributeError):
+            sub.add_parser(name, help=f"{text} (not built yet)", description=f"{text}: not built yet")
+            continue
+        p = sub.add_parser(name, help=text, description=f"{text}. {cfg_cls.__doc__ or ''}".strip())
+        add_arguments(p, cfg_cls)
+        available[name] = cfg_cls
+    info = sub.add_parser("info", help="environment, or what a checkpoint or run directory holds")
+    info.add_argument("path", nargs="?", help="a checkpoint file or a run directory")
+    return parser, available
+
+
+def run_info(path: str | None) -> dict[str, Any]:
+    from core.inspect import describe_path
+    from core.runtime import environment
+
+    return describe_path(path) if path else environment()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.errors import UserError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub
+    parser, available = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "info":
+            print(json.dumps(run_info(args.path), indent=2, default=str))
+            return 0
+        if args.command not in available:
+            raise UserError(f"'{args.command}' is not built yet in this version; see the open issues")
+        return dispatch(args, available[args.command])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command with --resume auto to continue", file=sys.stderr)
+        return 130
+
+
+def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
+    from core import distributed, runtime
+    from core.config import resolve
+    from core.rundir import resolve_run_dir, save_run_config
+
+    cfg = resolve(cfg_cls, args, stage=args.command, stages=("supernet", "search", "retrain"))
+    quiet = bool(getattr(cfg, "quiet", False))
+    log_file = None
+    if hasattr(cfg, "run_dir"):
+        run_dir = resolve_run_dir(cfg, args.command, args.preset)
+        if int(os.environ.get("RANK", "0")) == 0:
+            save_run_config(cfg, run_dir, f"{args.command}.config.yaml")
+        log_file = run_dir / "log.txt"
+    runtime.setup_logging(quiet=quiet, log_file=log_file)
+    runtime.set_threads(getattr(cfg, "threads", 0))
+    if hasattr(cfg, "seed"):
+        runtime.seed_everything(cfg.seed)
+    try:
+        result = _load(COMMANDS[args.command][1])(cfg)
+    finally:
+        distributed.cleanup()
+    if result and distributed.is_main() and not quiet:
+        logging.getLogger("run").info("done: %s", json.dumps(result, default=str)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
