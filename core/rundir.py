@@ -1,7 +1,7 @@
 """Run directories: where a command writes its config, log, metrics and TensorBoard events.
 
-    checkpoints/<run>/config.yaml, log.txt
-    checkpoints/<run>/<stage>/metrics.jsonl, tb/, last.pt ...
+checkpoints/<run>/config.yaml, log.txt
+checkpoints/<run>/<stage>/metrics.jsonl, tb/, last.pt ...
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def resolve_run_dir(cfg: Any, command: str, preset: str | None = None) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"run directory {path} is not writable ({exc.strerror}); pass --run-dir to a writable folder")
+        raise UserError(
+            f"run directory {path} is not writable ({exc.strerror}); pass --run-dir to a writable folder"
+        ) from None
     return path
 
 
