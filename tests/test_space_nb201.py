@@ -214,3 +214,30 @@ def test_supernet_trains_only_chosen_ops(space):
     assert cell.edges[0]["nor_conv_3x3"][1].weight.grad is None
     assert cell.edges[4]["nor_conv_3x3"][1].weight.grad is not None
     assert cell.edges[1]["nor_conv_3x3"][1].weight.grad is None
+
+
+def test_channels_last_and_autocast():
+    space = make_space("nb201", cells=1)
+    sup = space.supernet(10).eval().to(memory_format=torch.channels_last)
+    arch = space.from_str(EXAMPLE)
+    x = torch.randn(2, 3, 32, 32).to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sup(x, arch)
+        out2 = space.extract(sup, arch)(x)
+    assert out.shape == out2.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_bad_options():
+    from core.errors import UserError
+
+    with pytest.raises(UserError, match="nb201 options"):
+        make_space("nb201", cells=0)
+
+
+def test_fair_archs_cover_every_op_once(space):
+    archs = space.fair_archs(np.random.default_rng(0))
+    assert len(archs) == 5
+    for e in range(6):
+        assert sorted(a[e] for a in archs) == sorted(
+            ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+        )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from core.errors import ArchError
+from core.errors import ArchError, UserError
 from supernet.nets.nb201 import EDGES, OPS, NB201Net, NB201Supernet, extract_weights, stage_channels
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
@@ -65,7 +65,7 @@ class NB201Space(Space):
 
     def __init__(self, channels: int = 16, cells: int = 5, resolution: int = 32) -> None:
         if channels < 1 or cells < 1 or resolution < 4 or resolution % 4:
-            raise ArchError("nb201 options: channels and cells must be >= 1, resolution a multiple of 4")
+            raise UserError("nb201 options: channels and cells must be >= 1, resolution a multiple of 4")
         self.channels, self.cells, self.resolution = int(channels), int(cells), int(resolution)
         self._tables: dict[int, tuple[float, float, np.ndarray]] = {}
 
@@ -101,6 +101,11 @@ class NB201Space(Space):
         e = int(rng.integers(len(EDGES)))
         others = [op for op in OPS if op != arch[e]]
         return arch[:e] + (others[int(rng.integers(len(others)))],) + arch[e + 1 :]
+
+    def fair_archs(self, rng: np.random.Generator) -> list[Arch]:
+        """len(OPS) archs in which every op of every edge appears exactly once (FairNAS's strict fairness)."""
+        perms = [rng.permutation(len(OPS)) for _ in EDGES]
+        return [tuple(OPS[int(p[k])] for p in perms) for k in range(len(OPS))]
 
     def to_json(self, arch: Arch) -> dict[str, Any]:
         self.validate(arch)
