@@ -1,0 +1,398 @@
+"""NASNet / DARTS cell search space (Zoph et al. 2018; Liu et al., "DARTS", 2019; LaNet, Wang et al.).
+
+A cell has two inputs (states 0 and 1: the outputs of the two previous cells) and `nodes`
+intermediate nodes (states 2, 3, ...); node i sums two edges, each an (input state, op) pair with
+input < i + 2. An architecture is a normal cell and a reduction cell (or, with `per_stage`, one
+normal cell per stage and one reduction cell per stage transition), stored as flat tuples of edges:
+cell k of `normal` is `normal[k * 2 * nodes:(k + 1) * 2 * nodes]`, node i's edges at 2i and 2i + 1.
+
+Encoding (LaNAS's linear view): per edge, a one-hot of the input state followed by a one-hot of
+the op. Ops and inputs are categorical, so integers (as the public LaNAS code uses) would impose an
+order that a linear partition would read as meaningful; one-hots let each choice get its own weight.
+
+canonical(): sorts the two edges of each node (the sum is commutative, and the supernet shares
+weights per (node, input, op), so both orders are the same network). Isomorphic relabellings of
+nodes are not merged: doing so safely needs a graph canonicaliser, and the duplicates are rare.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from core.errors import ArchError, UserError
+from ops.cell_ops import resolve_ops
+from supernet.nets.nasnet import NasNetwork, NasSupernet, cell_layout, concat_nodes, copy_into
+from supernet.spaces.base import Cost, Space, check_choice, register_space
+
+log = logging.getLogger(__name__)
+
+Edge = tuple[int, str]
+# Op order of the public one-shot LaNAS / LaNet code, used only to read LaNet integer lists.
+LANET_OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect", "sep_conv_5x5")
+LANET = (2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0, 0, 1, 1, 1, 2, 1, 1, 0, 3, 4, 3, 0, 3, 1)
+
+
+@dataclass(frozen=True)
+class CellArch:
+    """Normal and reduction cells as flat tuples of (input state, op name) edges, 2 per node."""
+
+    normal: tuple[Edge, ...]
+    reduce: tuple[Edge, ...]
+
+
+@register_space("nasnet")
+class NasnetSpace(Space):
+    """DARTS-style cell space with configurable ops, nodes and macro layout."""
+
+    name = "nasnet"
+
+    def __init__(
+        self,
+        nodes: int = 5,
+        ops: str | list[str] | None = None,
+        channels: int = 16,
+        blocks: list[int] | tuple[int, ...] | str = (2, 2, 2),
+        per_stage: bool = False,
+        concat: str = "all",
+        auxiliary: bool = False,
+        drop_path: float = 0.0,
+        resolution: int = 32,
+    ) -> None:
+        if isinstance(blocks, str):
+            blocks = [int(b) for b in blocks.split(",") if b.strip()]
+        self.blocks = tuple(int(b) for b in blocks)
+        self.nodes, self.ops, self.channels = int(nodes), resolve_ops(ops), int(channels)
+        self.per_stage, self.concat, self.auxiliary = bool(per_stage), concat, bool(auxiliary)
+        self.drop_path, self.resolution = float(drop_path), int(resolution)
+        if self.nodes < 1 or len(self.blocks) < 2 or min(self.blocks) < 0:
+            raise UserError("nasnet space: need nodes >= 1 and blocks with >= 2 stages, e.g. blocks=[2,2,2]")
+        if concat not in ("all", "loose"):
+            raise UserError(f"nasnet space: concat={concat!r}; use 'all' (DARTS) or 'loose' (NASNet/LaNet)")
+        if self.resolution % 2 ** (len(self.blocks) - 1) or self.channels % 2:
+            raise UserError("nasnet space: resolution must halve evenly at each reduction and channels be even")
+        self.slots = cell_layout(self.channels, self.blocks, self.per_stage, self.resolution)
+        self.n_normal = len(self.blocks) if self.per_stage else 1
+        self.n_reduce = len(self.blocks) - 1 if self.per_stage else 1
+        self._op_index = {op: i for i, op in enumerate(self.ops)}
+        # Encoding offsets: per edge, (node + 2) input slots then len(ops) op slots.
+        self._cell_dim = sum(2 * (i + 2 + len(self.ops)) for i in range(self.nodes))
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "ops": list(self.ops),
+            "channels": self.channels,
+            "blocks": list(self.blocks),
+            "per_stage": self.per_stage,
+            "concat": self.concat,
+            "auxiliary": self.auxiliary,
+            "drop_path": self.drop_path,
+            "resolution": self.resolution,
+        }
+
+    @property
+    def input_size(self) -> int:
+        return self.resolution
+
+    # ---- architectures -------------------------------------------------------------------
+    def _cells(self, arch: CellArch) -> list[tuple[Edge, ...]]:
+        """All cells, normal ones first, each a tuple of 2 * nodes edges."""
+        e = 2 * self.nodes
+        return [arch.normal[k * e : (k + 1) * e] for k in range(self.n_normal)] + [
+            arch.reduce[k * e : (k + 1) * e] for k in range(self.n_reduce)
+        ]
+
+    def _join(self, cells: list[tuple[Edge, ...]]) -> CellArch:
+        return CellArch(sum(cells[: self.n_normal], ()), sum(cells[self.n_normal :], ()))
+
+    def sample(self, rng: np.random.Generator) -> CellArch:
+        cells = []
+        for _ in range(self.n_normal + self.n_reduce):
+            cells.append(
+                tuple(
+                    (int(rng.integers(i // 2 + 2)), self.ops[int(rng.integers(len(self.ops)))])
+                    for i in range(2 * self.nodes)
+                )
+            )
+        return self._join(cells)
+
+    def validate(self, arch: CellArch) -> None:
+        if not isinstance(arch, CellArch):
+            raise ArchError(f"nasnet: expected a CellArch, got {type(arch).__name__}")
+        e = 2 * self.nodes
+        for kind, edges, n in (("normal", arch.normal, self.n_normal), ("reduce", arch.reduce, self.n_reduce)):
+            if not isinstance(edges, tuple) or len(edges) != n * e:
+                raise ArchError(f"nasnet: {kind} has {len(edges)} edges, expected {n * e} ({n} cell(s) x {e})")
+            for k, edge in enumerate(edges):
+                where = f"{kind} cell {k // e} node {(k % e) // 2} edge {k % 2}"
+                if not (isinstance(edge, tuple) and len(edge) == 2 and type(edge[0]) is int):
+                    raise ArchError(f"nasnet: {where}: expected (input index, op name), got {edge!r}")
+                check_choice(edge[0], range((k % e) // 2 + 2), f"nasnet: {where} input")
+                check_choice(edge[1], self.ops, f"nasnet: {where} op")
+
+    def canonical(self, arch: CellArch) -> CellArch:
+        key = self._op_index.__getitem__
+        return self._join(
+            [
+                sum((tuple(sorted(c[i : i + 2], key=lambda ed: (ed[0], key(ed[1])))) for i in range(0, len(c), 2)), ())
+                for c in self._cells(arch)
+            ]
+        )
+
+    @property
+    def encoding_dim(self) -> int:
+        return self._cell_dim * (self.n_normal + self.n_reduce)
+
+    def encode(self, arch: CellArch) -> np.ndarray:
+        vec, pos = np.zeros(self.encoding_dim, dtype=np.float32), 0
+        for cell in self._cells(arch):
+            for k, (inp, op) in enumerate(cell):
+                vec[pos + inp] = 1.0
+                pos += k // 2 + 2
+                vec[pos + self._op_index[op]] = 1.0
+                pos += len(self.ops)
+        return vec
+
+    def decode(self, vec: np.ndarray) -> CellArch:
+        vec = np.asarray(vec, dtype=np.float64).reshape(-1)
+        if vec.shape[0] != self.encoding_dim:
+            raise ArchError(f"nasnet: encoding has length {vec.shape[0]}, expected {self.encoding_dim}")
+        cells, pos = [], 0
+        for _ in range(self.n_normal + self.n_reduce):
+            cell = []
+            for k in range(2 * self.nodes):
+                n_in = k // 2 + 2
+                inp = int(np.argmax(vec[pos : pos + n_in]))
+                pos += n_in
+                cell.append((inp, self.ops[int(np.argmax(vec[pos : pos + len(self.ops)]))]))
+                pos += len(self.ops)
+            cells.append(tuple(cell))
+        return self._join(cells)
+
+    def mutate(self, arch: CellArch, rng: np.random.Generator) -> CellArch:
+        cells = [list(c) for c in self._cells(arch)]
+        c, k = int(rng.integers(len(cells))), int(rng.integers(2 * self.nodes))
+        inp, op = cells[c][k]
+        if len(self.ops) > 1 and rng.random() < 0.5:
+            op = self.ops[(self._op_index[op] + 1 + int(rng.integers(len(self.ops) - 1))) % len(self.ops)]
+        else:
+            n_in = k // 2 + 2
+            inp = (inp + 1 + int(rng.integers(n_in - 1))) % n_in
+        cells[c][k] = (inp, op)
+        return self._join([tuple(x) for x in cells])
+
+    def size(self) -> int:
+        per_cell = math.prod(((i + 2) * len(self.ops)) ** 2 for i in range(self.nodes))
+        return per_cell ** (self.n_normal + self.n_reduce)
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_json(self, arch: CellArch) -> dict[str, Any]:
+        return {"space": self.name, "normal": [list(e) for e in arch.normal], "reduce": [list(e) for e in arch.reduce]}
+
+    def from_json(self, data: dict[str, Any]) -> CellArch:
+        if not isinstance(data, dict) or data.get("space", self.name) != self.name:
+            raise ArchError(f"nasnet: not a nasnet arch: {str(data)[:80]}")
+        try:
+            arch = CellArch(*(tuple((int(i), str(o)) for i, o in data[k]) for k in ("normal", "reduce")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchError(
+                f"nasnet: malformed JSON arch ({exc}); expected normal/reduce lists of [input, op]"
+            ) from None
+        self.validate(arch)
+        return arch
+
+    def to_str(self, arch: CellArch) -> str:
+        def cell(c: tuple[Edge, ...]) -> str:
+            return "|".join(f"{c[i][1]}~{c[i][0]}+{c[i + 1][1]}~{c[i + 1][0]}" for i in range(0, len(c), 2))
+
+        cells = self._cells(arch)
+        return (
+            "normal="
+            + "/".join(map(cell, cells[: self.n_normal]))
+            + " reduce="
+            + "/".join(map(cell, cells[self.n_normal :]))
+        )
+
+    def from_str(self, text: str) -> CellArch:
+        try:
+            parts = dict(p.split("=", 1) for p in text.split())
+            cells = [
+                tuple((int(e.split("~")[1]), e.split("~")[0]) for node in c.split("|") for e in node.split("+"))
+                for k in ("normal", "reduce")
+                for c in parts[k].split("/")
+            ]
+            arch = self._join(cells) if len(cells) == self.n_normal + self.n_reduce else None
+        except (ValueError, KeyError, IndexError):
+            arch = None
+        if arch is None:
+            raise ArchError(f"nasnet: cannot parse {text[:80]!r}; expected 'normal=op~in+op~in|... reduce=...'")
+        self.validate(arch)
+        return arch
+
+    # ---- imports from DARTS genotypes and LaNet lists ---------------------------------------
+    def from_genotype(self, genotype: Any) -> CellArch:
+        """A DARTS `Genotype` (namedtuple, its repr string, a dict or [normal, concat, reduce, concat])."""
+        g = _genotype_fields(genotype)
+        cells = []
+        for kind in ("normal", "reduce"):
+            try:
+                edges = tuple((int(inp), str(op)) for op, inp in g[kind])
+            except (TypeError, ValueError):
+                raise ArchError(f"nasnet: genotype {kind} must be a list of (op name, input index)") from None
+            if len(edges) != 2 * self.nodes:
+                raise ArchError(
+                    f"nasnet: genotype {kind} has {len(edges) // 2} nodes; make the space with nodes={len(edges) // 2}"
+                )
+            concat = g.get(f"{kind}_concat")
+            if concat is not None and tuple(concat) != concat_nodes(edges, self.nodes, self.concat):
+                other = "loose" if self.concat == "all" else "all"
+                raise ArchError(
+                    f"nasnet: genotype {kind}_concat={list(concat)} does not follow concat={self.concat!r}; "
+                    f"try concat={other!r}"
+                )
+            cells.append(edges)
+        arch = self._join([cells[0]] * self.n_normal + [cells[1]] * self.n_reduce)
+        self.validate(arch)
+        return arch
+
+    def from_lanet(self, code: list[int] | tuple[int, ...] = LANET, nodes: int = 7) -> CellArch:
+        """A LaNet integer list: 2*nodes ops (two per node), then 2*nodes input indices (two per node).
+
+        This layout (ops first, then inputs) and the op order `LANET_OPS` are those of the public
+        one-shot LaNAS code; the same cell serves as normal and reduction cell. LaNet concatenates
+        the loose ends, so build it in a space with nodes=7, ops="lanas" (or a superset), concat="loose".
+        """
+        code = [int(c) for c in code]
+        if len(code) != 4 * nodes:
+            raise ArchError(f"nasnet: a LaNet list for {nodes} nodes has {4 * nodes} integers, got {len(code)}")
+        if nodes != self.nodes:
+            raise ArchError(f"nasnet: LaNet list has {nodes} nodes but the space has nodes={self.nodes}")
+        edges = []
+        for i in range(nodes):
+            for j in (0, 1):
+                op, inp = code[2 * i + j], code[2 * nodes + 2 * i + j]
+                check_choice(op, range(len(LANET_OPS)), f"nasnet: LaNet node {i} op {j}")
+                edges.append((inp, LANET_OPS[op]))
+        if self.concat != "loose":
+            log.warning("LaNet concatenates loose ends; this space uses concat=%r, so the network differs", self.concat)
+        arch = self._join([tuple(edges)] * (self.n_normal + self.n_reduce))
+        self.validate(arch)
+        return arch
+
+    # ---- models ---------------------------------------------------------------------------
+    def _plan_cells(self, arch: CellArch) -> list[tuple]:
+        """Per network cell: ((input, op index) per edge, concat states)."""
+        cells = self._cells(arch)
+        out = []
+        for slot in self.slots:
+            edges = cells[self.n_normal + slot.arch_index] if slot.reduction else cells[slot.arch_index]
+            out.append((tuple((i, self._op_index[o]) for i, o in edges), concat_nodes(edges, self.nodes, self.concat)))
+        return out
+
+    def _slot_edges(self, arch: CellArch) -> list[tuple[Edge, ...]]:
+        cells = self._cells(arch)
+        return [cells[self.n_normal + s.arch_index] if s.reduction else cells[s.arch_index] for s in self.slots]
+
+    def supernet(self, num_classes: int) -> nn.Module:
+        return NasSupernet(self.slots, self.nodes, self.ops, self.concat, self.channels, num_classes, self._plan_cells)
+
+    def build(self, arch: CellArch, num_classes: int) -> nn.Module:
+        self.validate(arch)
+        return NasNetwork(
+            self.slots, self._slot_edges(arch), self.concat, self.channels, num_classes, self.auxiliary, self.drop_path
+        )
+
+    def extract(self, supernet: nn.Module, arch: CellArch) -> nn.Module:
+        net = self.build(arch, supernet.classifier.out_features)
+        net.to(supernet.classifier.weight.device)
+        return copy_into(net, supernet, arch)
+
+    def cost(self, arch: CellArch, num_classes: int = 10) -> Cost:
+        macs, params = _stem_cost(self.channels, self.resolution)
+        c_pp = c_p = 3 * self.channels
+        for slot, (choice, concat) in zip(self.slots, self._plan_cells(arch)):
+            table = _op_table(self.ops, slot.channels, slot.size, slot.reduction)
+            for inp, op in choice:
+                m, p = table[op][inp < 2]
+                macs += m
+                params += p
+            reads = {inp for inp, _ in choice}
+            for c_in, state in ((c_pp, 0), (c_p, 1)):
+                if state in reads:  # build() has no projection for an unread input
+                    macs += c_in * slot.channels * slot.size * slot.size
+                    params += c_in * slot.channels + 2 * slot.channels
+            c_pp, c_p = c_p, len(concat) * slot.channels
+        size = self.slots[-1].size // (2 if self.slots[-1].reduction else 1)
+        macs += (size * size + 1) * c_p + c_p * num_classes
+        params += c_p * num_classes + num_classes
+        return Cost(macs / 1e6, params / 1e6)
+
+
+def _genotype_fields(genotype: Any) -> dict[str, Any]:
+    keys = ("normal", "normal_concat", "reduce", "reduce_concat")
+    if isinstance(genotype, str):
+        try:
+            tree = ast.parse(genotype.strip(), mode="eval").body
+            if isinstance(tree, ast.Call):
+                vals = [_literal(a) for a in tree.args] + [None] * 4
+                d = dict(zip(keys, vals[:4]))
+                d.update({kw.arg: _literal(kw.value) for kw in tree.keywords})
+                return d
+            genotype = ast.literal_eval(tree)
+        except (SyntaxError, ValueError) as exc:
+            raise ArchError(
+                f"nasnet: cannot parse genotype string ({exc}); expected Genotype(normal=[...], ...)"
+            ) from None
+    if isinstance(genotype, dict):
+        return genotype
+    if hasattr(genotype, "normal") and hasattr(genotype, "reduce"):
+        return {k: getattr(genotype, k, None) for k in keys}
+    if isinstance(genotype, (list, tuple)) and len(genotype) in (2, 4):
+        return dict(zip(keys, genotype)) if len(genotype) == 4 else {"normal": genotype[0], "reduce": genotype[1]}
+    raise ArchError(
+        "nasnet: a genotype is a Genotype namedtuple, its string, a dict or [normal, concat, reduce, concat]"
+    )
+
+
+def _literal(node: ast.AST) -> Any:
+    # `range(2, 6)` is the one call DARTS genotypes contain; everything else must be a literal.
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
+        return list(range(*[ast.literal_eval(a) for a in node.args]))
+    return ast.literal_eval(node)
+
+
+# ---- analytic cost (thop's convention on `build`; BN folded: params counted, zero MACs) -------
+@cache
+def _op_table(ops: tuple[str, ...], c: int, size: int, reduction: bool) -> tuple:
+    """Per op: ((macs, params) on a non-strided input, (macs, params) on a cell input)."""
+    # In a reduction cell, edges from intermediate nodes already run at the halved size.
+    inner = size // 2 if reduction else size
+    return tuple((_op_cost(op, c, inner, 1), _op_cost(op, c, size, 2 if reduction else 1)) for op in ops)
+
+
+def _op_cost(op: str, c: int, size: int, stride: int) -> tuple[int, int]:
+    h = size // stride
+    if op.startswith("sep_conv_"):
+        k = int(op[-1])
+        return 2 * (c * h * h * k * k + c * c * h * h), 2 * (c * k * k + c * c) + 4 * c
+    if op.startswith("dil_conv_"):
+        k = int(op[-1])
+        return c * h * h * k * k + c * c * h * h, c * k * k + c * c + 2 * c
+    if op == "avg_pool_3x3":
+        return c * h * h, 0
+    if op == "skip_connect" and stride == 2:
+        return c * c * h * h, c * c + 2 * c
+    return 0, 0  # max pool, identity, none
+
+
+def _stem_cost(channels: int, resolution: int) -> tuple[int, int]:
+    c = 3 * channels
+    return c * 27 * resolution * resolution, 27 * c + 2 * c
