@@ -79,6 +79,7 @@ class NasnetSpace(Space):
         if self.resolution % 2 ** (len(self.blocks) - 1) or self.channels % 2:
             raise UserError("nasnet space: resolution must halve evenly at each reduction and channels be even")
         self.slots = cell_layout(self.channels, self.blocks, self.per_stage, self.resolution)
+        self._aux_pos = max(i for i, s in enumerate(self.slots) if s.reduction)
         self.n_normal = len(self.blocks) if self.per_stage else 1
         self.n_reduce = len(self.blocks) - 1 if self.per_stage else 1
         self._op_index = {op: i for i, op in enumerate(self.ops)}
@@ -330,9 +331,11 @@ class NasnetSpace(Space):
                     macs += c_in * slot.channels * slot.size * slot.size
                     params += c_in * slot.channels + 2 * slot.channels
             c_pp, c_p = c_p, len(concat) * slot.channels
-        size = self.slots[-1].size // (2 if self.slots[-1].reduction else 1)
-        macs += (size * size + 1) * c_p + c_p * num_classes
+        macs += c_p * num_classes
         params += c_p * num_classes + num_classes
+        if self.auxiliary:  # a module of the built network, so counted in its params (not in MACs)
+            c_aux = len(self._plan_cells(arch)[self._aux_pos][1]) * self.slots[self._aux_pos].channels
+            params += c_aux * 128 + 256 + 128 * 768 * 4 + 2 * 768 + 768 * num_classes + num_classes
         return Cost(macs / 1e6, params / 1e6)
 
 
@@ -369,7 +372,7 @@ def _literal(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
-# ---- analytic cost (thop's convention on `build`; BN folded: params counted, zero MACs) -------
+# ---- analytic cost: supernet.flops.count_thop's convention (conv + linear MACs; all params) ------
 @cache
 def _op_table(ops: tuple[str, ...], c: int, size: int, reduction: bool) -> tuple:
     """Per op: ((macs, params) on a non-strided input, (macs, params) on a cell input)."""
@@ -386,8 +389,6 @@ def _op_cost(op: str, c: int, size: int, stride: int) -> tuple[int, int]:
     if op.startswith("dil_conv_"):
         k = int(op[-1])
         return c * h * h * k * k + c * c * h * h, c * k * k + c * c + 2 * c
-    if op == "avg_pool_3x3":
-        return c * h * h, 0
     if op == "skip_connect" and stride == 2:
         return c * c * h * h, c * c + 2 * c
     return 0, 0  # max pool, identity, none
