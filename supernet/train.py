@@ -1,0 +1,334 @@
+"""`run.py supernet`: train a weight-sharing supernet once, resumable to the bit.
+
+One step: the sampler (a function of seed and step) names the subnets, one DDP forward runs them
+all (`MultiPath`), the losses are summed (with in-place distillation for the sandwich rule), one
+backward and one optimizer step follow. Checkpoints hold everything needed to continue exactly:
+weights, optimizer, schedule, scaler, step, position in the epoch and RNG states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Hashable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import amp as amp_lib
+from core import distributed
+from core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
+from core.errors import CheckpointError, UserError
+from core.rundir import MetricsLogger
+from core.runtime import progress, seed_everything, select_device
+from core.signals import graceful_stop
+from supernet.config import SupernetConfig
+from supernet.evaluate import recal_subset, score_arch
+from supernet.sampling import ArchSampler, panel
+from supernet.spaces.base import make_space
+
+log = logging.getLogger(__name__)
+
+
+class MultiPath(nn.Module):
+    """Runs several subnets of one supernet in a single forward, so DDP sees one graph per step."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, archs: list[Hashable]) -> list[torch.Tensor]:
+        return [self.net(x, a) for a in archs]
+
+
+def step_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: SupernetConfig) -> torch.Tensor:
+    """Sum of the subnets' losses; under the sandwich rule the first (largest) teaches the others."""
+    ce = F.cross_entropy(logits[0], y, label_smoothing=cfg.label_smoothing)
+    if cfg.strategy != "sandwich":
+        return sum((F.cross_entropy(z, y, label_smoothing=cfg.label_smoothing) for z in logits[1:]), ce)
+    t = cfg.kd_temperature
+    teacher = F.softmax(logits[0].detach().float() / t, dim=1)  # no gradient flows into the teacher
+    total = ce
+    for z in logits[1:]:
+        kd = F.kl_div(F.log_softmax(z.float() / t, dim=1), teacher, reduction="batchmean") * t * t
+        total = total + cfg.kd_weight * kd + (1 - cfg.kd_weight) * F.cross_entropy(z, y)
+    return total
+
+
+class SupernetTrainer:
+    """Holds the run's state; `fit()` trains to the end (or to `max_steps`, or to a stop signal)."""
+
+    def __init__(self, cfg: SupernetConfig) -> None:
+        self.cfg = cfg
+        seed_everything(cfg.seed)  # the supernet's initial weights come from the seed
+        self.device = select_device(cfg.device)
+        amp_lib.check_amp(cfg.amp, self.device)
+        distributed.init_distributed(self.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if cfg.batch_size % self.world:
+            raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
+        self.out = Path(cfg.run_dir) / "supernet"
+        self.data = load_data(
+            cfg.dataset,
+            cfg.data_dir,
+            search_size=cfg.search_size,
+            split_seed=cfg.split_seed,
+            num_classes=cfg.num_classes,
+            image_size=cfg.image_size,
+            download=cfg.download,
+        )
+        self.space = make_space(cfg.space, **cfg.space_opts)
+        self.num_classes = self.data.num_classes
+        net = self.space.supernet(self.num_classes).to(self.device)
+        self.channels_last = cfg.channels_last and self.device.type == "cuda"
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self.model: nn.Module = MultiPath(net)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # unsampled ops get no gradient in a step: let DDP find them each iteration
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        self.sampler = ArchSampler(
+            self.space,
+            cfg.strategy,
+            cfg.seed,
+            sandwich_k=cfg.sandwich_k,
+            min_mflops=cfg.min_mflops,
+            max_mflops=cfg.max_mflops,
+            num_classes=self.num_classes,
+        )
+        self.loader = self._loader(
+            self.data.train,
+            cfg.batch_size // self.world,
+            shuffle=True,
+            augment=TRAIN_AUGMENT if cfg.augment else Augment(),
+            shard=(self.rank, self.world),
+        )
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data.train)} training images")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.optimizer, self.scheduler = self._optimizer()
+        self.scaler = amp_lib.grad_scaler(cfg.amp, self.device)
+        self.autocast = lambda: amp_lib.autocast(cfg.amp, self.device)
+        self.step, self.best = 0, -math.inf
+        self.panel = panel(self.space, cfg.seed, cfg.panel_random)
+        self.metrics = MetricsLogger(self.out, enabled=self.rank == 0)
+
+    def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader:
+        return TensorLoader(
+            data,
+            batch,
+            mean=self.data.mean,
+            std=self.data.std,
+            seed=self.cfg.seed,
+            device=self.device,
+            channels_last=self.channels_last,
+            drop_last=kw.get("shuffle", False),
+            **kw,
+        )
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+
+        cfg = self.cfg
+        name = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}[cfg.optimizer]  # timm's "sgd" is nesterov
+        kw = {"momentum": cfg.momentum} if name != "adamw" else {}
+        # filter_bias_and_bn: no weight decay on BatchNorm parameters and biases
+        opt = create_optimizer_v2(
+            self.net, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True, **kw
+        )
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        sched = CosineLRScheduler(
+            opt,
+            t_initial=self.total_steps,
+            lr_min=cfg.min_lr,
+            warmup_t=warmup,
+            warmup_lr_init=cfg.lr * 0.01,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        return opt, sched
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state(self, finished: bool = False) -> dict[str, Any]:
+        return {
+            "kind": "supernet",
+            "space": self.cfg.space,
+            "space_opts": self.space.options(),
+            "num_classes": self.num_classes,
+            "classes": self.data.classes,
+            "data": {
+                "dataset": self.cfg.dataset,
+                "data_dir": self.cfg.data_dir,
+                "search_size": self.cfg.search_size,
+                "split_seed": self.cfg.split_seed,
+                "image_size": self.cfg.image_size,
+            },
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "best": self.best,
+            "rng": rng_state(),
+            "config": asdict(self.cfg),
+            "finished": finished,
+        }
+
+    def save(self, finished: bool = False) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.state(finished), self.out / "last.pt")
+        distributed.barrier()
+
+    def try_resume(self) -> bool:
+        path = Path(self.cfg.resume) if self.cfg.resume not in ("", "auto") else self.out / "last.pt"
+        if not self.cfg.resume:
+            if path.exists():
+                raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")
+            return False
+        found = load_latest(path, map_location=self.device)
+        if found is None:
+            log.info("no checkpoint in %s: starting from scratch", path.parent)
+            return False
+        state, used = found
+        if state.get("kind") != "supernet" or state.get("space") != self.cfg.space:
+            raise CheckpointError(
+                f"{used} is a {state.get('kind')} checkpoint of space {state.get('space')!r}, "
+                f"not a supernet of {self.cfg.space!r}; pass the matching --space or another run"
+            )
+        if state.get("num_classes") != self.num_classes or state.get("space_opts") != self.space.options():
+            raise CheckpointError(f"{used} was trained with other space options or class count; use a new --run-dir")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best = int(state["step"]), float(state["best"])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
+        return True
+
+    # ---- training -----------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        archs = self.sampler.archs(self.step)
+        with self.autocast():
+            logits = self.model(x, archs)
+            loss = step_loss(logits, y, self.cfg)
+        value = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss before the update
+        if not math.isfinite(value):
+            if self.cfg.nan_policy == "stop":
+                raise UserError(
+                    f"non-finite loss ({value}) at step {self.step}; the last good checkpoint is kept "
+                    "in place (lower --lr, add --grad-clip, or use --nan-policy skip)"
+                )
+            log.warning("non-finite loss at step %d: step skipped", self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.scheduler.step_update(self.step)
+        return value
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.try_resume()
+        self.scheduler.step_update(self.step)
+        last_save = time.monotonic()
+        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        summary: dict[str, Any] = {}
+        with graceful_stop() as stop:
+            while self.step < stop_at:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                self.loader.set_epoch(epoch)
+                losses, t0, seen = [], time.monotonic(), 0
+                bar = progress(
+                    self.loader.iter_from(start),
+                    cfg.quiet,
+                    total=self.steps_per_epoch,
+                    initial=start,
+                    desc=f"supernet epoch {epoch + 1}/{cfg.epochs}",
+                )
+                for x, y in bar:
+                    value = self.train_step(x, y)
+                    seen += len(y) * self.world
+                    if value is not None:
+                        losses.append(value)
+                        bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.monotonic() - t0):.0f}")
+                    minutes = (time.monotonic() - last_save) / 60
+                    if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
+                        break
+                if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
+                    summary = self.end_epoch(epoch, losses, seen / max(time.monotonic() - t0, 1e-9))
+                self.save(finished=self.step >= self.total_steps)
+                last_save = time.monotonic()
+                if stop:
+                    log.warning(
+                        "stopped by %s at step %d; rerun with --resume auto to continue", stop.requested, self.step
+                    )
+                    break
+        self.metrics.close()
+        return {
+            "step": self.step,
+            "finished": self.step >= self.total_steps,
+            "checkpoint": str(self.out / "last.pt"),
+            **summary,
+        }
+
+    def end_epoch(self, epoch: int, losses: list[float], img_s: float) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": sum(losses) / max(len(losses), 1),
+            "img_per_s": round(img_s, 1),
+        }
+        if (epoch + 1) % self.cfg.eval_every == 0 or self.step >= self.total_steps:
+            record.update(self.validate_panel())
+            mean = record.get("panel_mean_acc", -math.inf)
+            if mean > self.best and self.rank == 0:
+                self.best = mean
+                save_checkpoint(self.state(), self.out / "best.pt", keep_previous=False)
+        self.metrics.log(record, step=epoch + 1)
+        log.info(
+            "supernet epoch %d: %s",
+            epoch + 1,
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+        )
+        return record
+
+    def validate_panel(self) -> dict[str, float]:
+        """Accuracy of the fixed subnet panel on the search split, each after BN recalibration."""
+        recal = (
+            self._loader(recal_subset(self.data.train, self.cfg.recal_images, self.cfg.split_seed), self.cfg.batch_size)
+            if self.cfg.recal_images
+            else None
+        )
+        evaluate = self._loader(self.data.search, 256, shard=(self.rank, self.world))
+        out = {
+            f"acc_{name}": score_arch(self.net, arch, recal, evaluate, self.autocast())["acc"]
+            for name, arch in self.panel.items()
+        }
+        out["panel_mean_acc"] = sum(out.values()) / max(len(out), 1)
+        out["recal_images"] = self.cfg.recal_images
+        return out
+
+
+def main(cfg: SupernetConfig) -> dict[str, Any]:
+    """Entry point of `run.py supernet`."""
+    return SupernetTrainer(cfg).fit()
