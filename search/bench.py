@@ -1,0 +1,170 @@
+"""Sample-efficiency benchmark of the searchers on a lookup table (`run.py bench-search`).
+
+Every searcher runs against the table (NAS-Bench-201's `nb201.csv`, or any CSV whose arch column
+matches `space.to_str`) for seeds 0..N-1, all in one process with the table in memory. Per
+searcher it reports the median and mean number of evaluations (distinct networks) needed to reach
+the table's best value of the searched metric, and the mean best metric (and the report metric of
+the best arch so far) after 50, 100, 200 and 500 evaluations, and plots the mean best-so-far curves.
+
+Protocols on nb201.csv: (a) `--metric c10_test_200ep`; (b) `--metric c10_valid_12ep
+--report-metric c10_test_200ep` (search on the cheap proxy, report the final test accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.config import BenchSearchConfig
+from search.evaluators.table import load_table
+from search.searchers import make_searcher
+from supernet.spaces.base import Space, make_space
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = (50, 100, 200, 500)
+
+
+class _Lookup:
+    """Table values by arch object, memoised (to_str once per distinct arch across all runs)."""
+
+    def __init__(self, space: Space, rows: dict[str, tuple[float, ...]]) -> None:
+        self.space, self.rows, self.memo = space, rows, {}
+
+    def __call__(self, arch: Any) -> tuple[float, float]:
+        hit = self.memo.get(arch)
+        if hit is None:
+            values = self.rows[self.space.to_str(arch)]
+            hit = self.memo[arch] = (values[0], values[-1])
+        return hit
+
+
+def run_one(name: str, seed: int, space: Space, lookup: _Lookup, target: float, cfg: BenchSearchConfig) -> dict:
+    """One search until the budget or the first arch with the target metric; curves padded to the budget."""
+    searcher = make_searcher(name, space, seed, None, **cfg.opts_for(name))
+    best, best_report, hit = -math.inf, math.nan, None
+    curve, report_curve = [], []
+    start = time.perf_counter()
+    while len(curve) < cfg.budget and hit is None:
+        archs = searcher.propose(min(cfg.batch, cfg.budget - len(curve)))
+        if not archs:
+            break  # the space is used up
+        values = [lookup(a) for a in archs]
+        searcher.observe(archs, [v[0] for v in values])
+        for metric, report in values:
+            if metric > best:
+                best, best_report = metric, report
+            curve.append(best)
+            report_curve.append(best_report)
+            if hit is None and metric >= target:
+                hit = len(curve)
+    seconds = time.perf_counter() - start
+    n = len(curve)
+    pad = cfg.budget - n  # after the best value nothing changes, so the curve stays flat
+    return {
+        "seed": seed,
+        "hit": hit,
+        "evals": n,
+        "seconds": seconds,
+        "curve": np.asarray(curve + [curve[-1]] * pad),
+        "report_curve": np.asarray(report_curve + [report_curve[-1]] * pad),
+    }
+
+
+def summarise(runs: list[dict], budget: int) -> dict[str, Any]:
+    """Median/mean evaluations to the best (misses count as the budget: a lower bound) and curve means."""
+    hits = [r["hit"] for r in runs]
+    found = [h for h in hits if h is not None]
+    as_budget = np.asarray([h if h is not None else budget for h in hits], dtype=float)
+    misses = len(hits) - len(found)
+    median = float(np.median(as_budget)) if misses <= len(hits) // 2 else None
+    out: dict[str, Any] = {
+        "runs": len(runs),
+        "found": len(found),
+        "median_evals_to_best": median,
+        "mean_evals_to_best": float(as_budget.mean()),
+        "mean_is_lower_bound": misses > 0,
+        "mean_best": {},
+        "mean_best_report": {},
+        "ms_per_proposal": 1000.0 * sum(r["seconds"] for r in runs) / max(1, sum(r["evals"] for r in runs)),
+    }
+    for c in CHECKPOINTS:
+        if c <= budget:
+            out["mean_best"][str(c)] = float(np.mean([r["curve"][c - 1] for r in runs]))
+            out["mean_best_report"][str(c)] = float(np.mean([r["report_curve"][c - 1] for r in runs]))
+    return out
+
+
+def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict[str, Any]:
+    """Run every searcher over every seed; log a table, write `cfg.json` / `cfg.plot`; return the figures."""
+    space = space or make_space(cfg.space, **cfg.space_opts)
+    report = cfg.report_metric or cfg.metric
+    rows = load_table(cfg.table, cfg.arch_column, (cfg.metric, report))
+    target = max(v[0] for v in rows.values())
+    lookup = _Lookup(space, rows)
+    names = [s.strip() for s in cfg.searchers.split(",") if s.strip()]
+    summary: dict[str, Any] = {"metric": cfg.metric, "report_metric": report, "target": target, "searchers": {}}
+    curves = {}
+    for name in names:
+        runs = []
+        for seed in _progress(range(cfg.seeds), name, cfg.quiet):
+            runs.append(run_one(name, seed, space, lookup, target, cfg))
+        summary["searchers"][name] = summarise(runs, cfg.budget)
+        summary["searchers"][name]["hits"] = [r["hit"] for r in runs]
+        curves[name] = np.mean([r["report_curve"] for r in runs], axis=0)
+        _log_line(name, summary["searchers"][name])
+    summary["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(json.dumps(summary, indent=1))
+    if cfg.plot:
+        plot_curves(curves, report, cfg.plot)
+    return summary
+
+
+def _log_line(name: str, s: dict[str, Any]) -> None:
+    med = "n/a" if s["median_evals_to_best"] is None else f"{s['median_evals_to_best']:.0f}"
+    mean = f"{'>=' if s['mean_is_lower_bound'] else ''}{s['mean_evals_to_best']:.1f}"
+    at = " ".join(f"@{k}:{v:.3f}" for k, v in s["mean_best_report"].items())
+    log.warning(
+        "%-10s found %d/%d  median %s  mean %s evals to best  report %s  (%.2f ms/proposal)",
+        name, s["found"], s["runs"], med, mean, at, s["ms_per_proposal"],
+    )  # fmt: skip
+
+
+def _progress(it: range, name: str, quiet: bool) -> Any:
+    if quiet or not sys.stderr.isatty():
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=name, leave=False)
+
+
+def plot_curves(curves: dict[str, np.ndarray], ylabel: str, path: str) -> None:
+    """Mean best-so-far curves, one line per searcher, log-scaled evaluations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("evaluations (distinct architectures)")
+    ax.set_ylabel(f"mean best-so-far {ylabel}")
+    lo = min(float(np.percentile(c, 5)) for c in curves.values())
+    hi = max(float(c.max()) for c in curves.values())
+    ax.set_ylim(lo, hi + 0.05 * (hi - lo + 1e-9))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

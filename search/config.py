@@ -1,0 +1,97 @@
+"""Configuration of the search stage (`run.py search`) and of the search benchmark (`run.py bench-search`).
+
+One dataclass per command, in the style of `core/config.py`: every field documents itself (its
+help becomes `--help`), and values are checked on construction with a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import CommonConfig, opt
+from core.errors import UserError
+
+BUILTIN_SEARCHERS = ("lanas", "evolution", "random")
+BUILTIN_EVALUATORS = ("supernet", "train", "table")
+
+
+@dataclass
+class SearchConfig(CommonConfig):
+    """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
+
+    space: str = opt("nb201", "search space: a built-in name (nb201, nasnet, mbconv, resnet20) or module:Class")
+    space_opts: dict = opt({}, "keyword options for the space's constructor, KEY=VALUE")
+    evaluator: str = opt("supernet", "how archs are scored: supernet, train, table or module:function")
+    table: str = opt("", "CSV of precomputed metrics for --evaluator table (e.g. ../shared/benchmarks/nb201.csv)")
+    arch_column: str = opt("arch", "table column holding the space's arch string (space.to_str)")
+    metric: str = opt("c10_valid_12ep", "table column to maximise (--evaluator table)")
+    report_metric: str = opt("", "table column recorded beside the metric, never searched on (e.g. a test accuracy)")
+    searcher: str = opt("lanas", "search strategy: lanas, evolution, random or module:Class")
+    searcher_opts: dict = opt({}, "keyword options for the searcher (e.g. height=5 cp=0.5), KEY=VALUE")
+    budget: int = opt(200, "number of architectures to evaluate (distinct networks)")
+    time_budget_minutes: float = opt(0.0, "stop after this much wall time as well (0: no time limit)")
+    batch: int = opt(1, "architectures proposed per round (q); evaluated together")
+    max_mflops: float = opt(0.0, "upper bound on MFLOPs (multiply-accumulates); 0: none")
+    min_mflops: float = opt(0.0, "lower bound on MFLOPs; 0: none")
+    max_params: float = opt(0.0, "upper bound on parameters in millions; 0: none")
+    topk: int = opt(5, "how many of the best architectures go into topk.json")
+    supernet_ckpt: str = opt("", "supernet checkpoint for --evaluator supernet (default: <run_dir>/supernet/best.pt)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.budget < 1:
+            raise UserError(f"--budget must be >= 1 evaluation, got {self.budget}")
+        if self.batch < 1:
+            raise UserError(f"--batch must be >= 1, got {self.batch}")
+        if self.time_budget_minutes < 0 or self.topk < 1:
+            raise UserError("--time-budget-minutes must be >= 0 and --topk >= 1")
+        if min(self.max_mflops, self.min_mflops, self.max_params) < 0:
+            raise UserError("--max-mflops, --min-mflops and --max-params must be >= 0 (0 disables a bound)")
+        if self.max_mflops and self.min_mflops > self.max_mflops:
+            raise UserError(f"--min-mflops {self.min_mflops} is above --max-mflops {self.max_mflops}")
+        if self.searcher not in BUILTIN_SEARCHERS and ":" not in self.searcher:
+            raise UserError(f"--searcher {self.searcher!r}: use {', '.join(BUILTIN_SEARCHERS)} or module:Class")
+        if self.evaluator not in BUILTIN_EVALUATORS and ":" not in self.evaluator:
+            raise UserError(f"--evaluator {self.evaluator!r}: use {', '.join(BUILTIN_EVALUATORS)} or module:function")
+        if self.evaluator == "table" and not self.table:
+            raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+
+
+@dataclass
+class BenchSearchConfig:
+    """`run.py bench-search`: every searcher against a lookup table, many seeds, one process."""
+
+    table: str = opt("", "CSV with one row per architecture of the space (e.g. ../shared/benchmarks/nb201.csv)")
+    arch_column: str = opt("arch", "table column holding the arch string (space.to_str)")
+    metric: str = opt("c10_test_200ep", "table column the searchers maximise")
+    report_metric: str = opt("", "table column reported for the best arch found (default: --metric)")
+    space: str = opt("nb201", "search space whose to_str matches the arch column: a name or module:Class")
+    space_opts: dict = opt({}, "keyword options for the space, KEY=VALUE")
+    searchers: str = opt("lanas,evolution,random", "comma-separated searchers (names or module:Class)")
+    searcher_opts: dict = opt({}, "per-searcher options as NAME.KEY=VALUE (e.g. lanas.height=4)")
+    seeds: int = opt(100, "independent runs per searcher, seeds 0..N-1")
+    budget: int = opt(500, "evaluations per run at most (a run that found the best stops early)")
+    batch: int = opt(1, "proposals per round (q)")
+    json: str = opt("", "write the figures to this JSON file")
+    plot: str = opt("", "write the mean best-so-far curves to this PNG")
+    quiet: bool = opt(False, "no progress bar")
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            raise UserError("bench-search needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+        if self.seeds < 1 or self.budget < 1 or self.batch < 1:
+            raise UserError("--seeds, --budget and --batch must be >= 1")
+        if not [s for s in self.searchers.split(",") if s.strip()]:
+            raise UserError("--searchers needs at least one name, e.g. lanas,evolution,random")
+
+    def opts_for(self, searcher: str) -> dict[str, Any]:
+        """The `searcher_opts` entries prefixed with `searcher.`, without the prefix."""
+        out = {}
+        for key, value in self.searcher_opts.items():
+            name, sep, sub = key.partition(".")
+            if not sep:
+                raise UserError(f"--searcher-opts {key}: write it as SEARCHER.KEY=VALUE, e.g. lanas.height=4")
+            if name == searcher:
+                out[sub] = value
+        return out

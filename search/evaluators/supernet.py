@@ -1,0 +1,126 @@
+"""The supernet evaluator: an architecture's accuracy read off a trained supernet (one-shot NAS).
+
+Each architecture's BatchNorm statistics are recalibrated on N training images, then it is scored
+on the search split carved out of the training set, under `no_grad` and autocast. The test split is
+never loaded into the evaluator. Scores are cached by canonical architecture. Under `torchrun`, each
+rank scores a share of every proposal batch and the results are gathered in proposal order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from core import amp as amp_lib
+from core import distributed
+from core.checkpoint import load_checkpoint
+from core.data import TensorLoader, load_data
+from core.errors import CheckpointError, UserError
+from core.runtime import select_device
+from search.evaluators import register_evaluator
+from supernet.evaluate import recal_subset, score_arch
+from supernet.spaces.base import Space
+
+log = logging.getLogger(__name__)
+
+
+def find_supernet_checkpoint(run_dir: str, given: str = "") -> Path:
+    """`given`, else the run's best supernet checkpoint, else its last one."""
+    if given:
+        return Path(given)
+    for name in ("best.pt", "last.pt"):
+        path = Path(run_dir) / "supernet" / name
+        if path.exists():
+            return path
+    raise UserError(
+        f"no supernet checkpoint in {Path(run_dir) / 'supernet'}; run `run.py supernet` first "
+        "or pass --supernet-ckpt PATH"
+    )
+
+
+class SupernetEvaluator:
+    """Scores architectures with a trained supernet's shared weights."""
+
+    def __init__(
+        self,
+        space: Space,
+        checkpoint: str | Path,
+        *,
+        device: str = "auto",
+        amp: str = "off",
+        recal_images: int = 2000,
+        batch_size: int = 256,
+        data_dir: str | None = None,
+    ) -> None:
+        self.space = space
+        self.device = select_device(device)
+        amp_lib.check_amp(amp, self.device)
+        state = load_checkpoint(checkpoint, map_location=self.device)
+        if state.get("kind") != "supernet":
+            raise CheckpointError(f"{checkpoint} is a {state.get('kind')} checkpoint, not a supernet")
+        if state.get("space_opts") != space.options() or state.get("space") not in (space.name, None):
+            raise CheckpointError(
+                f"{checkpoint} is a supernet of space {state.get('space')!r} with options "
+                f"{state.get('space_opts')}, not of this search's {space.name!r} {space.options()}; "
+                "pass the matching --space and --space-opts"
+            )
+        d = state["data"]
+        # The same dataset and the same search split as the supernet's training run.
+        data = load_data(
+            d["dataset"],
+            data_dir if data_dir is not None else d["data_dir"],
+            search_size=d["search_size"],
+            split_seed=d["split_seed"],
+            image_size=d["image_size"],
+        )
+        if data.num_classes != state["num_classes"]:
+            raise CheckpointError(f"{checkpoint} has {state['num_classes']} classes, the data {data.num_classes}")
+        data.test = None  # type: ignore[assignment]  # search estimates never touch the test split
+        self.data = data
+        self.net = space.supernet(state["num_classes"]).to(self.device)
+        self.net.load_state_dict(state["model"])
+        self.net.eval()
+        self.autocast = lambda: amp_lib.autocast(amp, self.device)
+        kw = {"mean": data.mean, "std": data.std, "device": self.device}
+        self.recal = (
+            TensorLoader(recal_subset(data.train, recal_images, d["split_seed"]), 128, **kw) if recal_images else None
+        )
+        self.eval_loader = TensorLoader(data.search, batch_size, **kw)
+        self.recal_images = recal_images if recal_images else 0
+        self.cache: dict[Hashable, dict[str, Any]] = {}
+
+    def score(self, arch: Hashable) -> dict[str, Any]:
+        key = self.space.canonical(arch)
+        if key not in self.cache:
+            result = score_arch(self.net, arch, self.recal, self.eval_loader, self.autocast())
+            self.cache[key] = {"metric": result["acc"], "n_recal": result["n_recal"], "n_eval": result["n_eval"]}
+        return dict(self.cache[key])
+
+    def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
+        """Scores in the order of `archs`; each rank computes every world-th one."""
+        rank, world = distributed.rank(), distributed.world_size()
+        mine = {i: self.score(a) for i, a in enumerate(archs) if i % world == rank}
+        merged: dict[int, dict[str, Any]] = {}
+        for part in distributed.all_gather_object(mine):
+            merged.update(part)
+        for i, a in enumerate(archs):  # fill this rank's cache with the others' results too
+            self.cache.setdefault(self.space.canonical(a), merged[i])
+        return [merged[i] for i in range(len(archs))]
+
+
+def _factory(cfg: Any, space: Space) -> SupernetEvaluator:
+    distributed.init_distributed(select_device(cfg.device))
+    ckpt = find_supernet_checkpoint(cfg.run_dir, getattr(cfg, "supernet_ckpt", ""))
+    return SupernetEvaluator(
+        space,
+        ckpt,
+        device=cfg.device,
+        amp=getattr(cfg, "amp", "off"),
+        recal_images=getattr(cfg, "recal_images", 2000),
+        data_dir=cfg.data_dir or None,
+    )
+
+
+register_evaluator("supernet", _factory)

@@ -1,0 +1,213 @@
+"""The search loop behind `run.py search`: propose, screen, evaluate, journal, checkpoint, repeat.
+
+Each round the searcher proposes `batch` feasible new architectures (FLOPs/params bounds screen
+them before any evaluation), the evaluator scores them, one JSON line per architecture is appended
+to `<run_dir>/search/journal.jsonl` (flushed), the searcher is told the metrics, and its state is
+checkpointed to `search/state.pt` (atomic, plain data). `--resume auto` loads that state and
+replays the journal lines written after it, so a search killed at any point and resumed writes the
+same journal lines as one that never stopped (for a deterministic evaluator). At the end:
+`topk.json`, `pareto.json`, `pareto.png`, `best_so_far.png` (see `search/outputs.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.checkpoint import load_checkpoint, load_latest, save_checkpoint
+from core.errors import CheckpointError, UserError
+from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
+from search.config import SearchConfig
+from search.evaluators import make_evaluator, normalise
+from search.outputs import write_outputs
+from search.searchers import Searcher, make_searcher
+from supernet.spaces.base import Space, make_space
+
+log = logging.getLogger(__name__)
+
+
+def make_constraint(space: Space, cfg: SearchConfig) -> Any:
+    """`arch -> bool` for the FLOPs / params bounds, or None when no bound is set."""
+    if not (cfg.max_mflops or cfg.min_mflops or cfg.max_params):
+        return None
+    num_classes = cfg.num_classes or 10
+
+    def feasible(arch: Any) -> bool:
+        cost = space.cost(arch, num_classes)
+        return (
+            (not cfg.max_mflops or cost.mflops <= cfg.max_mflops)
+            and (not cfg.min_mflops or cost.mflops >= cfg.min_mflops)
+            and (not cfg.max_params or cost.params <= cfg.max_params)
+        )
+
+    return feasible
+
+
+def search_dir(cfg: SearchConfig) -> Path:
+    run_dir = cfg.run_dir or str(Path("checkpoints") / (cfg.run_name or "search"))
+    return Path(run_dir) / "search"
+
+
+def _record(space: Space, arch: Any, result: dict[str, Any], index: int, seconds: float, num_classes: int) -> dict:
+    try:
+        cost = space.cost(arch, num_classes)
+        mflops, params = float(cost.mflops), float(cost.params)
+    except NotImplementedError:  # a user space without a cost model
+        mflops = params = None
+    rec = {k: v for k, v in result.items() if k not in ("metric", "report_metric")}
+    rec.update(
+        index=index,
+        arch=space.to_json(arch),
+        str=space.to_str(arch),
+        canonical=space.to_str(space.canonical(arch)),
+        encoding=[float(v) for v in space.encode(arch)],
+        metric=result["metric"],
+        report_metric=result.get("report_metric"),
+        mflops=mflops,
+        params=params,
+        seconds=round(seconds, 6),
+    )
+    return rec
+
+
+def _resume(cfg: SearchConfig, searcher: Searcher, out: Path) -> tuple[list[dict], int, float]:
+    """Load the searcher state; return the journal, how many of its lines the state has seen, elapsed."""
+    journal = out / "journal.jsonl"
+    truncate_torn_tail(journal)
+    records = read_jsonl(journal)
+    path = Path(cfg.resume) if cfg.resume not in ("", "auto") else out / "state.pt"
+    found = load_latest(path) if cfg.resume == "auto" else (load_checkpoint(path), path)
+    if found is None:
+        log.info("no search state in %s: starting over and replaying %d journal lines", out, len(records))
+        return records, 0, 0.0
+    state, used = found
+    if state.get("searcher_name") != cfg.searcher or int(state.get("seed", -1)) != cfg.seed:
+        raise UserError(f"{used} is from searcher {state.get('searcher_name')!r} seed {state.get('seed')}; "
+                        "resume with the same --searcher and --seed or use a new --run-name")  # fmt: skip
+    done = int(state["evaluated"])
+    if done > len(records):
+        raise CheckpointError(f"{used} saw {done} evaluations but {journal} has {len(records)}; restore the journal")
+    searcher.load_state_dict(state["searcher"])
+    log.info("resumed %s after %d evaluations (%d journal lines to replay)", used, done, len(records) - done)
+    return records, done, float(state.get("elapsed", 0.0))
+
+
+def run_search(cfg: SearchConfig) -> dict[str, Any]:
+    """Run the search that `cfg` describes; return a summary (evaluations, best, output paths)."""
+    out = search_dir(cfg)
+    space = make_space(cfg.space, **cfg.space_opts)
+    searcher = make_searcher(cfg.searcher, space, cfg.seed, make_constraint(space, cfg), **cfg.searcher_opts)
+    journal = out / "journal.jsonl"
+    records, done, elapsed = [], 0, 0.0
+    if cfg.resume:
+        records, done, elapsed = _resume(cfg, searcher, out)
+    elif read_jsonl(journal):
+        raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
+    evaluator = make_evaluator(cfg, space)
+    replay = {r["str"]: r for r in records[done:]}  # evaluated after the last saved state
+    n = len(records)
+    stop = _loop(cfg, space, searcher, evaluator, out, records, replay, done, elapsed)
+    if replay:
+        log.warning("%d journal lines were not proposed again on resume (a nondeterministic searcher?)", len(replay))
+    result = write_outputs(records, out, cfg.topk, cfg.metric if cfg.evaluator == "table" else "metric")
+    best = result["topk"][0] if result["topk"] else None
+    log.info("search stopped (%s) after %d evaluations (%d this session)", stop, len(records), len(records) - n)
+    return {
+        "evaluated": len(records),
+        "stopped": stop,
+        "best": best,
+        "dir": str(out),
+        "journal": str(journal),
+        "topk": str(out / "topk.json"),
+    }
+
+
+def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, out: Path, records: list[dict],
+          replay: dict[str, dict], done: int, elapsed: float) -> str:  # fmt: skip
+    """Rounds of propose / evaluate / journal / observe / checkpoint until a budget runs out."""
+    writer = _tensorboard(out)
+    best = max((r["metric"] for r in records[:done] if _ok(r["metric"])), default=-math.inf)
+    bar = _bar(cfg, done, best)
+    start, count, stop = time.perf_counter() - elapsed, done, "budget"
+    try:
+        while count < cfg.budget:
+            if cfg.time_budget_minutes and time.perf_counter() - start >= 60 * cfg.time_budget_minutes:
+                stop = "time"
+                break
+            archs = searcher.propose(min(cfg.batch, cfg.budget - count))
+            if not archs:
+                stop = "space exhausted"
+                break
+            batch = _evaluate(cfg, space, evaluator, archs, records, replay, out / "journal.jsonl", writer)
+            searcher.observe(archs, [r["metric"] for r in batch])
+            count += len(archs)
+            for r in batch:
+                best = max(best, r["metric"]) if _ok(r["metric"]) else best
+            state = {"searcher": searcher.state_dict(), "searcher_name": cfg.searcher, "seed": cfg.seed,
+                     "evaluated": count, "elapsed": time.perf_counter() - start, "config": cfg.to_dict()}  # fmt: skip
+            save_checkpoint(state, out / "state.pt")
+            if bar is not None:
+                bar.update(len(archs))
+                bar.set_postfix(best=f"{best:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return stop
+
+
+def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, records: list[dict],
+              replay: dict[str, dict], journal: Path, writer: Any) -> list[dict]:  # fmt: skip
+    """Journal lines for `archs`: replayed from the journal where present, else evaluated and appended."""
+    todo = [a for a in archs if space.to_str(a) not in replay]
+    fresh: dict[str, dict] = {}
+    if todo:
+        t0 = time.perf_counter()
+        results = evaluator.evaluate(todo)
+        if len(results) != len(todo):
+            raise UserError(f"evaluator {cfg.evaluator} returned {len(results)} results for {len(todo)} archs")
+        per = (time.perf_counter() - t0) / len(todo)
+        for arch, res in zip(todo, results):
+            fresh[space.to_str(arch)] = normalise(res, cfg.evaluator)
+    out = []
+    for arch in archs:
+        key = space.to_str(arch)
+        if key in replay:
+            out.append(replay.pop(key))
+            continue
+        rec = _record(space, arch, fresh[key], len(records), per, cfg.num_classes or 10)
+        append_jsonl(journal, rec)
+        records.append(rec)
+        out.append(rec)
+        if writer is not None and _ok(rec["metric"]):
+            best = max((r["metric"] for r in records if _ok(r["metric"])), default=rec["metric"])
+            writer.add_scalar("search/metric", rec["metric"], rec["index"])
+            writer.add_scalar("search/best_so_far", best, rec["index"])
+            if _ok(rec["report_metric"]):
+                writer.add_scalar("search/report_metric", rec["report_metric"], rec["index"])
+    return out
+
+
+def _ok(m: Any) -> bool:
+    return isinstance(m, (int, float)) and math.isfinite(m)
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # TensorBoard is optional; the journal has everything
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _bar(cfg: SearchConfig, done: int, best: float) -> Any:
+    if cfg.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.budget, initial=done, desc="search", unit="arch", dynamic_ncols=True)
