@@ -116,10 +116,11 @@ class SuperBlock(nn.Module):
             self.sc_bn = SlicedBatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor, c_mid: int, c_out: int) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x, c_mid)))
+        # In-place ReLUs where the standalone block has them, so both hold the same activations.
+        out = F.relu(self.bn1(self.conv1(x, c_mid)), inplace=True)
         out = self.bn2(self.conv2(out, c_out))
         short = self.sc_bn(self.sc_conv(x, c_out)) if self.proj else x
-        return F.relu(out + short)
+        return F.relu(out + short, inplace=True)
 
 
 class ResNet20Supernet(nn.Module):
@@ -143,7 +144,7 @@ class ResNet20Supernet(nn.Module):
         if arch is None:
             raise RuntimeError("ResNet20Supernet: pass an arch or call set_active(arch) first")
         stages, inner = arch.stages, arch.inner  # type: ignore[attr-defined]
-        x = F.relu(self.stem_bn(self.stem_conv(x, stages[0])))
+        x = F.relu(self.stem_bn(self.stem_conv(x, stages[0])), inplace=True)
         for i, block in enumerate(self.blocks):
             x = block(x, inner[i], stages[i // self.n_blocks])
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
