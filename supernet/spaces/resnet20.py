@@ -63,9 +63,11 @@ class ResNet20Space(Space):
     # ---- decisions: 3 stage widths then 3*blocks inner widths ------------------------------
     def _slots(self) -> list[tuple[str, int]]:
         """(name, stage) per decision, in encoding order."""
-        slots = [(f"stage {s + 1} width", s) for s in range(3)]
-        slots += [(f"stage {s + 1} block {b + 1} inner width", s) for s in range(3) for b in range(self.blocks)]
-        return slots
+        if not hasattr(self, "_slot_list"):  # built once: `cost` validates on every call
+            slots = [(f"stage {s + 1} width", s) for s in range(3)]
+            slots += [(f"stage {s + 1} block {b + 1} inner width", s) for s in range(3) for b in range(self.blocks)]
+            self._slot_list = slots
+        return self._slot_list
 
     def _pack(self, values: list[int]) -> ChannelArch:
         return ChannelArch(tuple(int(v) for v in values[:3]), tuple(int(v) for v in values[3:]))
