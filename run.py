@@ -41,11 +41,18 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (what is wrong, where to look) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     from core.config import add_arguments
 
-    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[1])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = OneLineParser(prog="run.py", description=__doc__.splitlines()[1])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     available: dict[str, Any] = {}
     for name, (cfg_spec, _, text) in COMMANDS.items():
         try:
