@@ -37,6 +37,14 @@ class SearchConfig(CommonConfig):
     max_params: float = opt(0.0, "upper bound on parameters in millions; 0: none")
     topk: int = opt(5, "how many of the best architectures go into topk.json")
     supernet_ckpt: str = opt("", "supernet checkpoint for --evaluator supernet (default: <run_dir>/supernet/best.pt)")
+    recal_images: int = opt(2000, "supernet evaluator: training images to re-estimate BatchNorm statistics per arch")
+    amp: str = opt(
+        "off", "supernet/train evaluators: mixed precision (fp16 on CUDA, bf16)", choices=("off", "fp16", "bf16")
+    )
+    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
+    train_epochs: int = opt(1, "train evaluator: epochs of from-scratch training per candidate")
+    train_batch_size: int = opt(64, "train evaluator: batch size")
+    train_lr: float = opt(0.05, "train evaluator: peak learning rate (cosine schedule)")
 
     def validate(self) -> None:
         super().validate()
