@@ -1,0 +1,482 @@
+"""`run.py bench-nb201`: the one-shot pipeline on NAS-Bench-201, measured against the published table.
+
+Per supernet training strategy (uniform SPOS, sandwich with in-place distillation, FairNAS's fair
+sampling, and few-shot NAS's edge split), the NB201 supernet is trained on the training images of
+the dataset (a search split carved from them) for the same wall-clock budget, with a cosine learning
+rate that runs on elapsed time, so every strategy ends annealed however busy the machine is. Then:
+
+1. ranking quality: >= 200 architectures drawn uniformly from the table (distinct canonical forms),
+   plus some from the table's top 10%, are scored by the supernet evaluator (BN recalibration with N
+   images, or off), and Kendall's tau / Spearman's rho against the table's `c10_test_200ep` are
+   reported with bootstrap intervals (`supernet.ranking`);
+2. what the pipeline finds: LaNAS, regularized evolution and random search run ask/tell on the
+   supernet evaluator (cached scores) for several seeds; the table accuracy of each returned arch.
+
+Few-shot NAS follows Zhao et al., "Few-shot Neural Architecture Search" (ICML 2021): the one-shot
+supernet trains for a share of the budget, then is copied into one sub-supernet per op of one edge,
+each fine-tuned on the archs that use its op there; an arch is scored by the sub-supernet it falls in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.config import CommonConfig, opt
+from core.errors import UserError
+from supernet.config import SupernetConfig
+from supernet.nets.nb201 import EDGES, OPS
+from supernet.ranking import correlation_report, scatter_plot
+from supernet.spaces.base import make_space
+from supernet.train import SupernetTrainer
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("uniform", "sandwich", "fair", "fewshot")
+
+
+@dataclass
+class BenchNB201Config(CommonConfig):
+    """Train NB201 supernets under a time budget; rank quality and search results against the table."""
+
+    dataset: str = opt(
+        "imagefolder", "dataset name", choices=("cifar10-mini", "cifar10", "cifar100", "imagefolder", "synthetic")
+    )
+    threads: int = opt(1, "torch compute threads (1: timings comparable on a shared machine)")
+    table: str = opt("", "NAS-Bench-201 CSV, one row per cell (e.g. ../shared/benchmarks/nb201.csv)")
+    truth: str = opt("c10_test_200ep", "table column taken as the ground truth")
+    proxy: str = opt("c10_valid_12ep", "table column reported as a reference ranking ('' to skip)")
+    budget_minutes: float = opt(5.0, "wall-clock training minutes per supernet (the same for every strategy)")
+    max_steps: int = opt(0, "also stop each supernet after this many steps (0: the time budget only)")
+    strategies: list[str] = opt(["uniform", "sandwich", "fair"], "supernets to compare: uniform,sandwich,fair,fewshot")
+    recal: list[int] = opt([500, 0], "BN recalibration images per comparison (0: off); the first is used to search")
+    n_archs: int = opt(200, "architectures drawn uniformly from the table (distinct canonical forms)")
+    n_top: int = opt(50, "extra architectures drawn from the table's best tenth, for the top-tenth correlation")
+    bootstrap: int = opt(1000, "bootstrap resamples of each confidence interval")
+    searchers: list[str] = opt(["lanas", "evolution", "random"], "searchers run on the supernet evaluator")
+    search_seeds: int = opt(3, "seeds per searcher")
+    search_budget: int = opt(60, "distinct architectures each search evaluates")
+    search_batch: int = opt(5, "architectures per propose/observe round")
+    search_on: str = opt(
+        "first", "supernets searched: first (first strategy), all, or none", choices=("first", "all", "none")
+    )
+    space_opts: dict = opt({"channels": 8, "cells": 1}, "NB201 macro network (C, N): smaller than 16/5 fits a CPU")
+    batch_size: int = opt(64, "training batch size")
+    lr: float = opt(0.05, "peak learning rate of the time-based cosine schedule")
+    min_lr: float = opt(0.0, "learning rate when the budget is spent")
+    weight_decay: float = opt(3e-4, "weight decay")
+    warmup: float = opt(0.02, "linear warm-up as a fraction of the budget")
+    sandwich_k: int = opt(2, "sandwich: random subnets per step besides the largest and the smallest")
+    fewshot_edge: int = opt(0, "few-shot: the edge (0..5) whose op splits the supernet into 5 sub-supernets")
+    fewshot_share: float = opt(0.5, "few-shot: budget share of the shared one-shot phase before the split")
+    eval_batch: int = opt(500, "evaluation batch size")
+    reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
+    json: str = opt("", "write all figures to this JSON file")
+    plot: str = opt("", "scatter plot PNG (default: <run_dir>/ranking.png)")
+    split_seed: int = opt(0, "seed of the search split carved from the training set")
+    sample_seed: int = opt(0, "seed of the architectures drawn for the ranking")
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [s for s in self.strategies if s not in STRATEGIES]
+        if bad or not self.strategies:
+            raise UserError(f"--strategies {bad or '(empty)'}: choose from {', '.join(STRATEGIES)}")
+        if not self.recal or any(r < 0 for r in self.recal):
+            raise UserError("--recal needs one or more image counts >= 0 (0: recalibration off), e.g. 500,0")
+        if self.budget_minutes <= 0 or self.max_steps < 0:
+            raise UserError("--budget-minutes must be > 0 and --max-steps >= 0")
+        if self.n_archs < 3 or self.n_top < 0 or self.bootstrap < 0:
+            raise UserError("--n-archs must be >= 3, --n-top and --bootstrap >= 0")
+        if self.search_seeds < 0 or self.search_budget < 1 or self.search_batch < 1:
+            raise UserError("--search-seeds >= 0, --search-budget >= 1 and --search-batch >= 1 are required")
+        if not 0 <= self.fewshot_edge < len(EDGES) or not 0 < self.fewshot_share < 1:
+            raise UserError(f"--fewshot-edge must be in 0..{len(EDGES) - 1} and --fewshot-share in (0, 1)")
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup < 1:
+            raise UserError("--batch-size >= 1, --lr > 0 and 0 <= --warmup < 1 are required")
+
+
+# ---- training under a wall-clock budget ----------------------------------------------------------
+
+
+class TimeCosine:
+    """Cosine learning rate over elapsed time, standing in for the trainer's step-based schedule.
+
+    Steps per second vary with the load of a shared machine, so a step horizon fixed in advance
+    would end un-annealed or early; on time, training always ends at `min_lr` when its budget is
+    spent. `start`/`end` select a part of the curve (few-shot sub-supernets continue the one-shot one).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: BenchNB201Config, seconds: float, start: float = 0.0,
+                 end: float = 1.0) -> None:  # fmt: skip
+        self.optimizer, self.cfg, self.seconds, self.start, self.end = optimizer, cfg, seconds, start, end
+        self.t0 = time.monotonic()
+
+    def fraction(self) -> float:
+        return min(1.0, (time.monotonic() - self.t0) / self.seconds)
+
+    def step_update(self, step: int) -> None:
+        f = self.start + (self.end - self.start) * self.fraction()
+        lr = self.cfg.min_lr + 0.5 * (self.cfg.lr - self.cfg.min_lr) * (1 + math.cos(math.pi * f))
+        if f < self.cfg.warmup:
+            lr *= max(0.01, f / self.cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds, "start": self.start, "end": self.end, "fraction": self.fraction()}
+
+
+def supernet_config(cfg: BenchNB201Config, strategy: str, run_dir: Path) -> SupernetConfig:
+    """The `run.py supernet` configuration of one supernet of the benchmark."""
+    return SupernetConfig(
+        run_dir=str(run_dir), seed=cfg.seed, device=cfg.device, dataset=cfg.dataset, data_dir=cfg.data_dir,
+        num_classes=cfg.num_classes, image_size=cfg.image_size, search_size=cfg.search_size, threads=cfg.threads,
+        quiet=cfg.quiet, space="nb201", space_opts=dict(cfg.space_opts), strategy=strategy,
+        sandwich_k=cfg.sandwich_k, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay, recal_images=max(cfg.recal), panel_random=0, checkpoint_minutes=0,
+        split_seed=cfg.split_seed,
+    )  # fmt: skip
+
+
+def train_for(trainer: SupernetTrainer, cfg: BenchNB201Config, seconds: float, start: float = 0.0,
+              end: float = 1.0) -> dict[str, Any]:  # fmt: skip
+    """Train until `seconds` of wall-clock time (or `cfg.max_steps`) are spent; save and return stats."""
+    trainer.scheduler = TimeCosine(trainer.optimizer, cfg, seconds, start, end)  # time, not steps, is the horizon
+    trainer.scheduler.step_update(0)
+    t0 = last_log = time.monotonic()
+    losses: list[float] = []
+    epoch, done = 0, False
+    while not done:
+        trainer.loader.set_epoch(epoch)
+        for x, y in trainer.loader:
+            value = trainer.train_step(x, y)
+            if value is not None:
+                losses.append(value)
+            now = time.monotonic()
+            if now - last_log > 60:
+                log.info("  step %d, %.0f s, loss %.3f", trainer.step, now - t0, np.mean(losses[-100:]))
+                last_log = now
+            if now - t0 >= seconds or (cfg.max_steps and trainer.step >= cfg.max_steps):
+                done = True
+                break
+        epoch += 1
+    trainer.save(finished=True)
+    elapsed = time.monotonic() - t0
+    return {
+        "steps": trainer.step,
+        "paths_per_step": len(trainer.sampler.archs(0)),
+        "images": trainer.step * cfg.batch_size,
+        "epochs": trainer.step * cfg.batch_size / len(trainer.data.train),
+        "seconds": round(elapsed, 1),
+        "ms_per_step": round(1000 * elapsed / max(trainer.step, 1), 1),
+        "final_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+    }
+
+
+class EdgeSplitSampler:
+    """The sampler of one few-shot sub-supernet: the trainer's archs with one edge's op fixed."""
+
+    def __init__(self, base: Any, edge: int, op: str) -> None:
+        self.base, self.edge, self.op = base, edge, op
+
+    def archs(self, step: int) -> list[Hashable]:
+        return [a[: self.edge] + (self.op,) + a[self.edge + 1 :] for a in self.base.archs(step)]
+
+
+def _signature(cfg: BenchNB201Config, strategy: str) -> dict[str, Any]:
+    keys = ("seed", "dataset", "data_dir", "search_size", "split_seed", "space_opts", "budget_minutes", "max_steps",
+            "batch_size", "lr", "min_lr", "weight_decay", "warmup", "sandwich_k")  # fmt: skip
+    sig = {k: getattr(cfg, k) for k in keys} | {"strategy": strategy}
+    if strategy == "fewshot":
+        sig |= {"fewshot_edge": cfg.fewshot_edge, "fewshot_share": cfg.fewshot_share}
+    return sig
+
+
+def train_supernet(cfg: BenchNB201Config, strategy: str, root: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Train (or reuse) one strategy's supernet(s); returns stats and {op or '': checkpoint}."""
+    out = root / strategy
+    record = out / "train.json"
+    sig = _signature(cfg, strategy)
+    ops = OPS if strategy == "fewshot" else ("",)
+    ckpts = {op: out / (f"split-{op}" if op else "") / "supernet" / "last.pt" for op in ops}
+    if cfg.reuse and record.exists() and all(p.exists() for p in ckpts.values()):
+        saved = json.loads(record.read_text())
+        if saved.get("signature") == json.loads(json.dumps(sig)):
+            log.info("%s: reusing the supernet trained in %s", strategy, out)
+            return saved["stats"] | {"reused": True}, ckpts
+    budget = cfg.budget_minutes * 60
+    log.info("%s: training for %.1f min", strategy, cfg.budget_minutes)
+    if strategy != "fewshot":
+        trainer = SupernetTrainer(supernet_config(cfg, strategy, out))
+        stats = train_for(trainer, cfg, budget)
+    else:
+        stats = _train_fewshot(cfg, out, budget)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"signature": sig, "stats": stats}, indent=1))
+    return stats, ckpts
+
+
+def _train_fewshot(cfg: BenchNB201Config, out: Path, budget: float) -> dict[str, Any]:
+    share = cfg.fewshot_share
+    base = SupernetTrainer(supernet_config(cfg, "uniform", out / "base"))
+    stats: dict[str, Any] = {"base": train_for(base, cfg, budget * share, 0.0, share)}
+    weights = {k: v.clone() for k, v in base.net.state_dict().items()}
+    del base
+    for op in OPS:  # every sub-supernet starts from the shared weights and continues the cosine
+        sub = SupernetTrainer(supernet_config(cfg, "uniform", out / f"split-{op}"))
+        sub.net.load_state_dict(weights)
+        sub.sampler = EdgeSplitSampler(sub.sampler, cfg.fewshot_edge, op)
+        stats[op] = train_for(sub, cfg, budget * (1 - share) / len(OPS), share, 1.0)
+    parts = list(stats.values())
+    stats.update({k: sum(p[k] for p in parts) for k in ("steps", "images", "seconds")})
+    stats["epochs"] = sum(p["epochs"] for p in parts)
+    stats["final_loss"] = float(np.mean([stats[op]["final_loss"] for op in OPS]))
+    return stats
+
+
+# ---- evaluation: ranking quality and search ------------------------------------------------------
+
+
+class FewShotEvaluator:
+    """Scores each arch with the sub-supernet owning its (canonical) op on the split edge.
+
+    One `SupernetEvaluator` holds the data and loaders; the sub-supernets' weights are swapped in
+    (a small state dict) when the op changes, so five sub-supernets cost one copy of the data.
+    """
+
+    def __init__(self, space: Any, checkpoints: dict[str, Path], edge: int, **kw: Any) -> None:
+        from core.checkpoint import load_checkpoint
+        from search.evaluators.supernet import SupernetEvaluator
+
+        self.space, self.edge = space, edge
+        self.inner = SupernetEvaluator(space, checkpoints[OPS[0]], **kw)
+        self.weights = {op: load_checkpoint(p)["model"] for op, p in checkpoints.items()}
+        self.current = OPS[0]
+        self.cache: dict[Hashable, dict[str, Any]] = {}
+
+    def score(self, arch: Hashable) -> dict[str, Any]:
+        key = self.space.canonical(arch)
+        if key not in self.cache:
+            op = key[self.edge]
+            if op != self.current:
+                self.inner.net.load_state_dict(self.weights[op])
+                self.current = op
+            self.cache[key] = self.inner.score(key)  # each canonical form has one op here: no cache clash
+        return dict(self.cache[key])
+
+    def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
+        return [self.score(a) for a in archs]
+
+
+def make_evaluator(cfg: BenchNB201Config, space: Any, ckpts: dict[str, Path], recal: int) -> Any:
+    kw = {"device": cfg.device, "recal_images": recal, "batch_size": cfg.eval_batch}
+    if "" in ckpts:
+        from search.evaluators.supernet import SupernetEvaluator
+
+        return SupernetEvaluator(space, ckpts[""], **kw)
+    return FewShotEvaluator(space, ckpts, cfg.fewshot_edge, **kw)
+
+
+def draw_archs(space: Any, rows: dict[str, tuple[float, ...]], cfg: BenchNB201Config) -> dict[str, Any]:
+    """`n_archs` rows drawn uniformly, then `n_top` from the best tenth, all distinct canonical forms."""
+    strings = list(rows)
+    truth_all = np.array([v[0] for v in rows.values()])
+    threshold = float(np.quantile(truth_all, 0.9))
+    rng = np.random.default_rng([cfg.sample_seed, 0x201])
+    seen: set[Hashable] = set()
+
+    def take(candidates: list[str], n: int) -> list[Hashable]:
+        out = []
+        for i in rng.permutation(len(candidates)):
+            if len(out) >= n:
+                break
+            arch = space.from_str(candidates[i])
+            if space.canonical(arch) not in seen:
+                seen.add(space.canonical(arch))
+                out.append(arch)
+        return out
+
+    uniform = take(strings, cfg.n_archs)
+    if len(uniform) < min(cfg.n_archs, 3):
+        raise UserError(f"table {cfg.table} holds only {len(uniform)} distinct cells; it needs at least 3")
+    top = take([s for s in strings if rows[s][0] >= threshold], cfg.n_top)
+    archs = uniform + top
+    return {
+        "archs": archs,
+        "truth": np.array([rows[space.to_str(a)][0] for a in archs]),
+        "n_uniform": len(uniform),
+        "threshold": threshold,
+        "table_best": float(truth_all.max()),
+    }
+
+
+def correlations(score: np.ndarray, sample: dict[str, Any], cfg: BenchNB201Config) -> dict[str, Any]:
+    """tau/rho on the uniform draw, and on every scored arch in the table's best tenth."""
+    n, truth = sample["n_uniform"], sample["truth"]
+    top = truth >= sample["threshold"]
+    best = int(np.argmax(score[:n]))  # what picking the supernet's favourite of the draw would give
+    return {
+        "uniform": correlation_report(score[:n], truth[:n], cfg.bootstrap, cfg.seed),
+        "top10": correlation_report(score[top], truth[top], cfg.bootstrap, cfg.seed),
+        "best_of_draw_truth": float(truth[best]),
+        "best_of_draw_score": float(score[best]),
+    }
+
+
+def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tuple[dict[str, Any], np.ndarray]:
+    t0 = time.monotonic()
+    score = np.array([ev.score(a)["metric"] for a in sample["archs"]])
+    seconds = time.monotonic() - t0
+    report = correlations(score, sample, cfg)
+    report.update({"eval_seconds": round(seconds, 1), "s_per_arch": round(seconds / len(score), 3)})
+    return report, score
+
+
+def baselines(sample: dict[str, Any], rows_proxy: dict[str, tuple[float, ...]] | None,
+              cfg: BenchNB201Config) -> dict[str, Any]:  # fmt: skip
+    """Rankings that need no supernet: parameter count (of the published C=16, N=5 net) and a table proxy."""
+    full = make_space("nb201")
+    out = {"params": correlations(np.array([full.cost(a).params for a in sample["archs"]]), sample, cfg)}
+    if rows_proxy is not None:
+        proxy = np.array([rows_proxy[full.to_str(a)][0] for a in sample["archs"]])
+        out[cfg.proxy] = correlations(proxy, sample, cfg)
+    return out
+
+
+def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: BenchNB201Config) -> dict[str, Any]:
+    """Every searcher x seed, ask/tell on `ev`; the table truth of the arch each returns."""
+    from search.searchers import make_searcher
+
+    truth_all = np.array([v[0] for v in rows.values()])
+    out: dict[str, Any] = {}
+    for name in cfg.searchers:
+        runs = []
+        for seed in range(cfg.search_seeds):
+            t0, cached = time.monotonic(), len(ev.cache)
+            searcher = make_searcher(name, space, seed)
+            evals = 0
+            while evals < cfg.search_budget:
+                archs = searcher.propose(min(cfg.search_batch, cfg.search_budget - evals))
+                if not archs:
+                    break
+                searcher.observe(archs, [m["metric"] for m in ev.evaluate(archs)])
+                evals += len(archs)
+            arch, score = searcher.best()
+            truth = rows.get(space.to_str(arch), (math.nan,))[0]  # a small test table may lack it
+            runs.append({
+                "seed": seed, "arch": space.to_str(arch), "score": score, "truth": truth, "evals": evals,
+                "table_percentile": float((truth_all < truth).mean() * 100) if math.isfinite(truth) else math.nan,
+                "new_scores": len(ev.cache) - cached, "seconds": round(time.monotonic() - t0, 1),
+            })  # fmt: skip
+        found = np.array([r["truth"] for r in runs], dtype=float)
+        out[name] = {
+            "runs": runs,
+            "mean_truth": float(np.nanmean(found)) if np.isfinite(found).any() else math.nan,
+            "max_truth": float(np.nanmax(found)) if np.isfinite(found).any() else math.nan,
+        }
+        log.info("  %-9s found %s", name, " ".join(f"{t:.2f}" for t in found))
+    return out
+
+
+def _proxy_rows(cfg: BenchNB201Config) -> dict[str, tuple[float, ...]] | None:
+    from search.evaluators.table import load_table
+
+    if not cfg.proxy:
+        return None
+    try:
+        return load_table(cfg.table, "arch", (cfg.proxy,))
+    except UserError as exc:
+        log.warning("no proxy ranking: %s", exc)
+        return None
+
+
+def main(cfg: BenchNB201Config) -> dict[str, Any]:
+    """Entry point of `run.py bench-nb201`: train, rank, search; JSON, plot and a logged table."""
+    from core.rundir import resolve_run_dir
+    from search.evaluators.table import load_table
+
+    start = time.monotonic()
+    if not cfg.table:
+        raise UserError("bench-nb201 needs --table CSV (e.g. ../shared/benchmarks/nb201.csv)")
+    root = resolve_run_dir(cfg, "bench-nb201")
+    space = make_space("nb201", **cfg.space_opts)
+    rows = load_table(cfg.table, "arch", (cfg.truth,))
+    sample = draw_archs(space, rows, cfg)
+    n = sample["n_uniform"]
+    result: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "table": {"best": sample["table_best"], "top10_threshold": sample["threshold"], "truth": cfg.truth},
+        "sample": {
+            "n_uniform": n,
+            "n_top10_scored": int((sample["truth"] >= sample["threshold"]).sum()),
+            "archs": [space.to_str(a) for a in sample["archs"]],  # uniform draw first, then the best tenth
+            "truth": sample["truth"].tolist(),
+        },
+        "scores": {},
+        "baselines": baselines(sample, _proxy_rows(cfg), cfg),
+        "supernets": {}, "ranking": {}, "search": {},
+    }  # fmt: skip
+    panels: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    for strategy in cfg.strategies:
+        stats, ckpts = train_supernet(cfg, strategy, root)
+        result["supernets"][strategy] = stats
+        for i, recal in enumerate(cfg.recal):
+            name = f"{strategy}/recal{recal}"
+            ev = make_evaluator(cfg, space, ckpts, recal)
+            report, score = rank_quality(ev, sample, cfg)
+            result["ranking"][name] = report
+            result["scores"][name] = score.tolist()
+            panels[name] = (score[:n], sample["truth"][:n], report["uniform"]["tau"])
+            log.info("%s: tau %.3f top10 tau %.3f", name, report["uniform"]["tau"], report["top10"]["tau"])
+            if i == 0 and (cfg.search_on == "all" or (cfg.search_on == "first" and strategy == cfg.strategies[0])):
+                t0 = time.monotonic()
+                result["search"][name] = run_search(ev, space, rows, cfg)
+                result["search"][name]["seconds"] = round(time.monotonic() - t0, 1)
+            del ev
+        _write_json(cfg, result)  # partial figures survive an interrupted run
+    result["seconds"] = round(time.monotonic() - start, 1)
+    scatter_plot(panels, cfg.plot or root / "ranking.png", cfg.truth)
+    _write_json(cfg, result)
+    log_summary(result)
+    return result
+
+
+def _write_json(cfg: BenchNB201Config, result: dict[str, Any]) -> None:
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(json.dumps(_finite(result), indent=1, default=str))
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf as null, so the JSON is strict (NaN is Python's extension, not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def log_summary(result: dict[str, Any]) -> None:
+    """One line per supernet x recalibration (and baseline), as the docs tabulate them."""
+    ci = lambda r: f"{r['tau']:.3f} [{r['tau_ci'][0]:.2f},{r['tau_ci'][1]:.2f}]"  # noqa: E731
+    for name, rep in {**result["ranking"], **{f"baseline {k}": v for k, v in result["baselines"].items()}}.items():
+        strategy = name.split("/")[0]
+        steps = result["supernets"].get(strategy, {}).get("steps", "-")
+        log.info(
+            "%-26s steps %-6s tau %s rho %.3f | top10 tau %s | best of draw %.2f",
+            name, steps, ci(rep["uniform"]), rep["uniform"]["rho"], ci(rep["top10"]), rep["best_of_draw_truth"],
+        )  # fmt: skip
+    for name, res in result["search"].items():
+        for searcher, r in res.items():
+            if isinstance(r, dict):
+                log.info("search on %s: %-9s mean %.2f max %.2f", name, searcher, r["mean_truth"], r["max_truth"])

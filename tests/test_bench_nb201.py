@@ -1,0 +1,165 @@
+"""`run.py bench-nb201` at a toy budget, and the rank statistics against scipy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from core.errors import UserError
+from supernet.bench_nb201 import BenchNB201Config, EdgeSplitSampler, FewShotEvaluator, TimeCosine, main
+from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
+from tests.conftest import NB201_CSV, ROOT
+
+TABLE = NB201_CSV if NB201_CSV.exists() else ROOT / "tests" / "data" / "nb201_tiny.csv"
+
+# ---- statistics -----------------------------------------------------------------------------------
+
+FIXED = [
+    ([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]),
+    ([1, 1, 2, 2, 3, 3], [1, 2, 1, 3, 3, 3]),  # ties in both
+    ([70.1, 70.1, 70.1, 80.0, 90.0], [93.1, 92.0, 93.1, 94.0, 91.0]),
+    ([3, 1, 2], [1, 2, 3]),
+]
+
+
+@pytest.mark.parametrize(("x", "y"), FIXED)
+def test_tau_rho_match_scipy_on_fixed_data(x, y):
+    assert kendall_tau(x, y) == pytest.approx(scipy.stats.kendalltau(x, y)[0], abs=1e-12)
+    assert spearman_rho(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tau_rho_match_scipy_with_many_ties(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, 300).astype(float)  # heavy ties, like accuracies on a small split
+    y = x + rng.normal(0, 2, 300).round()
+    assert kendall_tau(x, y) == pytest.approx(scipy.stats.kendalltau(x, y)[0], abs=1e-12)
+    assert spearman_rho(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+    assert np.array_equal(rankdata(x), scipy.stats.rankdata(x))
+
+
+def test_degenerate_inputs_and_bootstrap():
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    assert math.isnan(spearman_rho([1, 2, 3], [4, 4, 4]))
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    with pytest.raises(ValueError):
+        kendall_tau([1, 2], [1, 2, 3])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = x + rng.normal(size=200)
+    lo, hi = bootstrap_ci(kendall_tau, x, y, n_boot=300, seed=0)
+    assert lo < kendall_tau(x, y) < hi and hi - lo < 0.3
+    assert bootstrap_ci(kendall_tau, x, y, n_boot=300, seed=0) == (lo, hi)  # seeded
+
+
+# ---- pieces of the benchmark ------------------------------------------------------------------------
+
+
+def test_edge_split_sampler_and_time_cosine():
+    class Base:
+        def archs(self, step):
+            return [("none",) * 6, ("skip_connect",) * 6]
+
+    sampler = EdgeSplitSampler(Base(), 2, "nor_conv_3x3")
+    for a, b in zip(sampler.archs(0), Base().archs(0)):
+        assert a[2] == "nor_conv_3x3" and a[:2] + a[3:] == b[:2] + b[3:]
+
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = _cfg("/tmp/unused", lr=0.1, min_lr=0.001, warmup=0.0)
+    sched = TimeCosine(opt, cfg, seconds=100.0)
+    sched.step_update(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1, rel=1e-3)
+    sched.t0 -= 50.0  # half the budget spent
+    sched.step_update(1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001 + 0.5 * 0.099, rel=1e-3)
+    sched.t0 -= 100.0  # past the budget: annealed
+    sched.step_update(2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)
+
+
+def test_config_rejects_bad_values():
+    for bad in ({"strategies": ["bogus"]}, {"recal": [-1]}, {"n_archs": 2}, {"fewshot_edge": 6}, {"budget_minutes": 0}):
+        with pytest.raises(UserError):
+            BenchNB201Config(**bad)
+    with pytest.raises(UserError, match="--table"):
+        main(_cfg("/tmp/unused", table=""))
+
+
+# ---- the benchmark at a toy budget ----------------------------------------------------------------
+
+
+def _cfg(run_dir, **kw):
+    base = dict(
+        run_dir=str(run_dir), dataset="cifar10-mini", table=str(TABLE), budget_minutes=0.2, max_steps=3,
+        strategies=["uniform"], recal=[32, 0], n_archs=12, n_top=3, bootstrap=50, search_size=100,
+        searchers=["lanas", "evolution", "random"], search_seeds=1, search_budget=6, search_batch=3,
+        space_opts={"channels": 4, "cells": 1}, batch_size=32, quiet=True,
+    )  # fmt: skip
+    base.update(kw)
+    return BenchNB201Config(**base)
+
+
+def _table_truth(column="c10_test_200ep"):
+    with open(TABLE, newline="") as fh:
+        return {row["arch"]: float(row[column]) for row in csv.DictReader(fh)}
+
+
+def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
+    cfg = _cfg(tmp_path, json=str(tmp_path / "out.json"))
+    result = main(cfg)
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert (tmp_path / "ranking.png").stat().st_size > 1000
+    truth = _table_truth()
+    archs, n = saved["sample"]["archs"], saved["sample"]["n_uniform"]
+    assert len(set(archs)) == len(archs) and n == min(12, len(truth))
+    assert saved["sample"]["truth"] == [truth[a] for a in archs]  # the ground truth is the table's own column
+    assert result["supernets"]["uniform"]["steps"] == 3
+    for name in ("uniform/recal32", "uniform/recal0"):
+        score = saved["scores"][name]
+        rep = saved["ranking"][name]["uniform"]
+        assert len(score) == len(archs) and all(0 <= s <= 100 for s in score)
+        expected = scipy.stats.kendalltau(score[:n], [truth[a] for a in archs[:n]])[0]
+        assert rep["tau"] == pytest.approx(expected, abs=1e-12)
+        assert -1 <= rep["tau"] <= 1 and -1 <= rep["tau_ci"][0] <= rep["tau_ci"][1] <= 1
+    runs = saved["search"]["uniform/recal32"]
+    assert set(runs) >= {"lanas", "evolution", "random", "seconds"}
+    for name in ("lanas", "evolution", "random"):
+        run = runs[name]["runs"][0]
+        assert run["evals"] == 6 and run["arch"].count("~") == 6
+        if NB201_CSV.exists():
+            assert run["truth"] == truth[run["arch"]]
+    baseline = saved["baselines"]["params"]["uniform"]
+    assert -1 <= baseline["tau"] <= 1
+
+
+def test_fewshot_dispatches_to_its_sub_supernet_and_reuses(tmp_path):
+    from search.evaluators.supernet import SupernetEvaluator
+    from supernet.nets.nb201 import OPS
+    from supernet.spaces.base import make_space
+
+    cfg = _cfg(tmp_path, strategies=["fewshot"], max_steps=2, recal=[32], n_archs=5, n_top=0, search_on="none")
+    result = main(cfg)
+    stats = result["supernets"]["fewshot"]
+    assert stats["steps"] == 2 * (1 + len(OPS)) and set(OPS) <= set(stats)
+    space = make_space("nb201", channels=4, cells=1)
+    ckpts = {op: tmp_path / "fewshot" / f"split-{op}" / "supernet" / "last.pt" for op in OPS}
+    few = FewShotEvaluator(space, ckpts, edge=0, recal_images=32)
+    arch = space.canonical(("nor_conv_1x1", "nor_conv_3x3", "skip_connect", "avg_pool_3x3", "none", "nor_conv_3x3"))
+    direct = SupernetEvaluator(space, ckpts[arch[0]], recal_images=32).score(arch)
+    other = SupernetEvaluator(space, ckpts["avg_pool_3x3"], recal_images=32).score(arch)
+    few.score(space.canonical(("avg_pool_3x3",) + arch[1:]))  # load another sub-supernet first
+    assert few.score(arch)["metric"] == direct["metric"]
+    assert 0 <= other["metric"] <= 100
+    import torch
+
+    w_none, w_conv = (torch.load(ckpts[op], weights_only=True)["model"] for op in ("none", "nor_conv_3x3"))
+    assert any(not torch.equal(w_none[k], w_conv[k]) for k in w_none)  # the sub-supernets were fine-tuned apart
+    again = main(cfg)  # same settings: the trained sub-supernets are reused, not retrained
+    assert again["supernets"]["fewshot"].get("reused") is True
