@@ -1,0 +1,1 @@
+"""Retraining from scratch (`run.py retrain`), evaluation and export (`run.py export`)."""

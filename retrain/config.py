@@ -1,0 +1,147 @@
+"""Configuration of `run.py retrain` and `run.py export`.
+
+The defaults are the DARTS / LaNet CIFAR retraining recipe (Liu et al. 2019; Wang et al. 2021):
+SGD with momentum, lr 0.025 on batch 96 with a cosine schedule, weight decay 3e-4, gradient
+clipping at 5, drop path ramped to its final value, and the auxiliary head at weight 0.4 when the
+space builds one. Cutout, AutoAugment, Mixup, EMA and distillation are options (the MicroNet entry's
+bag of tricks), all off unless asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.config import CommonConfig, opt
+from core.errors import UserError
+
+POLICIES = ("off", "randaugment", "autoaugment")
+
+
+@dataclass
+class RetrainConfig(CommonConfig):
+    """Train one architecture (or a timm model) from scratch and measure it on the test split."""
+
+    # ---- what to train -------------------------------------------------------------------------
+    arch_file: str = opt("", "a search's topk.json (or any JSON list of {'rank', 'arch'}) to read --rank from")
+    rank: int = opt(0, "which entry of --arch-file to retrain (0: the best)")
+    arch: str = opt("", "the architecture inline, as the JSON that space.to_json writes")
+    lanet: str = opt(
+        "",
+        "NASNet-space integer list(s) in LaNet's layout: one 4*nodes list for every cell, or one per "
+        "stage separated by ';' (per-stage cells, SLNAS-style; the space gets per_stage=true)",
+    )
+    model: str = opt("", "'timm:<name>' trains a timm model instead (random init, never downloads)")
+    space: str = opt("", "search space of the arch (default: the arch JSON's 'space' key; nasnet for --lanet)")
+    space_opts: dict = opt(
+        {}, "macro options of the network, e.g. channels=36 blocks=6,6,6 auxiliary=true (timm: create_model kwargs)"
+    )
+    arch_id: str = opt("", "output folder name under <run_dir>/retrain/ (default: derived from the arch)")
+    # ---- data ----------------------------------------------------------------------------------
+    use_search_split: bool = opt(True, "also train on the search split: the final model sees every training image")
+    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
+    train_images: int = opt(0, "train on the first N training images only (0: all; for smoke runs)")
+    test_images: int = opt(0, "evaluate on the first N test images only (0: all; for smoke runs)")
+    # ---- optimisation --------------------------------------------------------------------------
+    epochs: int = opt(600, "training epochs")
+    max_steps: int = opt(0, "stop after this many optimizer steps with a checkpoint, as if preempted (0: off)")
+    batch_size: int = opt(96, "global batch size (split evenly over ranks)")
+    eval_batch_size: int = opt(256, "batch size of the test-split evaluation")
+    optimizer: str = opt("sgd", "sgd (momentum), nesterov, or adamw", choices=("sgd", "nesterov", "adamw"))
+    lr: float = opt(0.025, "peak learning rate (for the global batch)")
+    min_lr: float = opt(0.0, "final learning rate of the cosine schedule")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(3e-4, "weight decay (not applied to BatchNorm parameters and biases)")
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (counted in steps)")
+    grad_clip: float = opt(5.0, "clip the gradient norm to this value (0: off)")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy (folded into Mixup targets)")
+    dropout: float = opt(0.0, "dropout before the classifier (timm: drop_rate)")
+    drop_path: float = opt(0.0, "final drop-path probability, ramped linearly from 0 over training (0: as built)")
+    auxiliary_weight: float = opt(0.4, "weight of the auxiliary head's loss (NASNet space with auxiliary=true)")
+    # ---- augmentation --------------------------------------------------------------------------
+    crop_flip: bool = opt(True, "random crop (padding size/8) and horizontal flip")
+    cutout: int = opt(0, "side of the Cutout hole in pixels (16 for CIFAR; 0: off)")
+    policy: str = opt("off", "learned augmentation policy, per image on uint8 tensors (torchvision)", choices=POLICIES)
+    randaugment_n: int = opt(2, "RandAugment: ops per image")
+    randaugment_m: int = opt(9, "RandAugment: magnitude (0-30)")
+    mixup: float = opt(0.0, "Mixup alpha (0: off); targets become soft")
+    cutmix: float = opt(0.0, "CutMix alpha (0: off); with Mixup too, each batch picks one at random")
+    mix_prob: float = opt(1.0, "probability that a batch is mixed at all (Mixup/CutMix)")
+    random_erasing: float = opt(0.0, "probability of random erasing per image (timm, normal noise; 0: off)")
+    # ---- loss and head -------------------------------------------------------------------------
+    head: str = opt("linear", "classifier: linear, or cosine (additive margin softmax)", choices=("linear", "cosine"))
+    am_scale: float = opt(5.0, "cosine head: logit scale s (MicroNet entry: 5)")
+    am_margin: float = opt(0.0, "cosine head: additive margin m subtracted from the target cosine (MicroNet: 0)")
+    # ---- EMA -----------------------------------------------------------------------------------
+    ema_decay: float = opt(0.0, "EMA of the weights with this decay (e.g. 0.9998; 0: off); raw and EMA both evaluated")
+    ema_warmup: bool = opt(True, "ramp the EMA decay up from 0 (timm ModelEmaV3 warm-up), so early EMA is not stale")
+    # ---- distillation --------------------------------------------------------------------------
+    teacher: str = opt("", "distil from a retrain checkpoint (last.pt/ema.pt of this tool) or 'timm:<name>'")
+    teacher_ema: bool = opt(True, "use the teacher checkpoint's EMA weights when it has them")
+    teacher_size: int = opt(0, "teacher input resolution; each batch is resized for it (0: the student's)")
+    kd_online: bool = opt(False, "train the teacher jointly from scratch (online distillation)")
+    kd_weight: float = opt(0.5, "weight of the KL term; the label loss gets 1 - kd_weight")
+    kd_temperature: float = opt(4.0, "softmax temperature of the distillation KL")
+    # ---- runtime -------------------------------------------------------------------------------
+    amp: str = opt(
+        "off", "mixed precision: fp16 (CUDA, grad scaler) or bf16 (CPU and CUDA)", choices=("off", "fp16", "bf16")
+    )
+    channels_last: bool = opt(True, "channels-last memory format on CUDA (ignored on the CPU)")
+    eval_every: int = opt(1, "evaluate on the test split every N epochs (and at the end)")
+    checkpoint_minutes: float = opt(10.0, "also checkpoint every N minutes inside an epoch (0: epochs only)")
+    nan_policy: str = opt(
+        "stop", "on a NaN/inf loss: stop (last good checkpoint kept) or skip the step", choices=("stop", "skip")
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        given = [n for n in ("arch_file", "arch", "lanet", "model") if getattr(self, n)]
+        if len(given) > 1:
+            raise UserError(f"give only one of --arch-file, --arch, --lanet, --model (got {', '.join(given)})")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
+            raise UserError("--epochs, --batch-size, --eval-batch-size must be >= 1 and --lr > 0")
+        if self.rank < 0 or self.max_steps < 0 or self.train_images < 0 or self.test_images < 0:
+            raise UserError("--rank, --max-steps, --train-images and --test-images must be >= 0")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1 or not 0 <= self.drop_path < 1:
+            raise UserError("--label-smoothing, --dropout and --drop-path must be in [0, 1)")
+        if min(self.mixup, self.cutmix, self.cutout, self.random_erasing, self.grad_clip, self.auxiliary_weight) < 0:
+            raise UserError(
+                "--mixup, --cutmix, --cutout, --random-erasing, --grad-clip, --auxiliary-weight must be >= 0"
+            )
+        if not 0 <= self.mix_prob <= 1 or not 0 <= self.random_erasing <= 1 or not 0 <= self.ema_decay < 1:
+            raise UserError("--mix-prob and --random-erasing must be in [0, 1], --ema-decay in [0, 1)")
+        if self.am_scale <= 0 or self.am_margin < 0 or self.kd_temperature <= 0 or not 0 <= self.kd_weight <= 1:
+            raise UserError("--am-scale > 0, --am-margin >= 0, --kd-temperature > 0 and 0 <= --kd-weight <= 1")
+        if self.kd_online and not self.teacher.startswith("timm:") and self.teacher:
+            raise UserError("--kd-online trains the teacher from scratch: give --teacher timm:<name>")
+        if self.kd_online and not self.teacher:
+            raise UserError("--kd-online needs --teacher timm:<name>")
+        if self.teacher_size < 0 or self.eval_every < 1 or self.checkpoint_minutes < 0:
+            raise UserError("--teacher-size >= 0, --eval-every >= 1 and --checkpoint-minutes >= 0 are required")
+        if not 0 <= self.randaugment_n <= 10 or not 0 <= self.randaugment_m <= 30:
+            raise UserError("--randaugment-n must be in [0, 10] and --randaugment-m in [0, 30]")
+        if "/" in self.arch_id or self.arch_id in (".", ".."):
+            raise UserError(f"--arch-id {self.arch_id!r} must be a plain folder name")
+
+
+@dataclass
+class ExportConfig(CommonConfig):
+    """Write TorchScript and ONNX files of a retrained model, checked against PyTorch with onnxruntime."""
+
+    checkpoint: str = opt(
+        "", "a retrain checkpoint (last.pt) or its folder (default: the one under <run_dir>/retrain/)"
+    )
+    arch_id: str = opt("", "which <run_dir>/retrain/<arch-id>/ to export when there are several")
+    weights: str = opt("ema", "export the EMA weights (when the run kept them) or the raw ones", choices=("ema", "raw"))
+    formats: list[str] = opt(["torchscript", "onnx"], "files to write: torchscript, onnx (comma-separated)")
+    out_dir: str = opt("", "where to write (default: <checkpoint folder>/export)")
+    opset: int = opt(17, "ONNX opset version")
+    verify: bool = opt(True, "check both files against PyTorch on random input")
+    tolerance: float = opt(1e-4, "largest allowed absolute difference between exported and PyTorch outputs")
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [f for f in self.formats if f not in ("torchscript", "onnx")]
+        if bad or not self.formats:
+            raise UserError(f"--formats {','.join(self.formats)}: choose from torchscript, onnx")
+        if self.tolerance <= 0 or self.opset < 9:
+            raise UserError("--tolerance must be > 0 and --opset >= 9")

@@ -1,0 +1,118 @@
+"""`run.py export`: TorchScript and ONNX files of a retrained model, verified against PyTorch.
+
+The network is rebuilt from its self-describing checkpoint (EMA weights by default), put in eval
+mode and traced. Beside the files go `arch.json` (what the network is and how to feed it: resolution,
+mean and std) and `export.json` (what was checked). Each file is run on the same random batch as the
+PyTorch module; the ONNX file through onnxruntime on the CPU. A largest absolute difference above
+`--tolerance` (1e-4) is an error, so a file that would silently compute something else is never left
+looking valid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.errors import UserError
+from retrain.config import ExportConfig
+from retrain.inputs import model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def find_checkpoint(cfg: ExportConfig) -> Path:
+    """`--checkpoint` (a file or a retrain folder), else the retrain folder of `--run-dir` (and `--arch-id`)."""
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint)
+        path = path / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"--checkpoint {cfg.checkpoint}: no retrain checkpoint there (expected last.pt)")
+        return path
+    root = Path(cfg.run_dir) / "retrain"
+    found = sorted(p.parent.name for p in root.glob("*/last.pt"))
+    if cfg.arch_id:
+        if cfg.arch_id not in found:
+            raise UserError(f"no {root / cfg.arch_id / 'last.pt'}; retrained here: {', '.join(found) or 'none'}")
+        return root / cfg.arch_id / "last.pt"
+    if len(found) != 1:
+        which = f"several ({', '.join(found)}): pick one with --arch-id" if found else "none: pass --checkpoint"
+        raise UserError(f"{root} holds {which}")
+    return root / found[0] / "last.pt"
+
+
+def _max_diff(a: torch.Tensor, b: Any) -> float:
+    return float((a - torch.as_tensor(b).to(a)).abs().max())
+
+
+def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> float:
+    """Trace, save, reload and compare on `example`; returns the largest absolute difference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow fixed at trace time
+        traced = torch.jit.trace(net, example, check_trace=False)
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return _max_diff(net(example), loaded(example))
+
+
+def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -> float:
+    """Export with a dynamic batch axis, check the graph, run it in onnxruntime; returns the difference."""
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("ONNX export needs the onnx and onnxruntime packages: pip install onnx onnxruntime") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )  # fmt: skip
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": example.numpy()})
+    with torch.no_grad():
+        return _max_diff(net(example), out)
+
+
+def main(cfg: ExportConfig) -> dict[str, Any]:
+    """Entry point of `run.py export`."""
+    path = find_checkpoint(cfg)
+    net, state = model_from_checkpoint(path, prefer_ema=cfg.weights == "ema")
+    if cfg.weights == "ema" and state["weights_used"] != "ema":
+        log.warning("%s has no EMA weights (trained with --ema-decay 0): exporting the raw weights", path)
+    net = net.float().eval()
+    out = Path(cfg.out_dir) if cfg.out_dir else path.parent / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    size = int(state["image_size"])
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(cfg.seed))
+    info = {
+        "model_spec": state["model_spec"],
+        "num_classes": state["num_classes"],
+        "classes": state.get("classes"),
+        "input": {"shape": ["batch", 3, size, size], "dtype": "float32", "mean": state["mean"], "std": state["std"]},
+        "weights": state["weights_used"],
+        "checkpoint": str(path),
+    }
+    (out / "arch.json").write_text(json.dumps(info, indent=2))
+    result: dict[str, Any] = {"out_dir": str(out), "checkpoint": str(path), "weights": state["weights_used"]}
+    writers = {"torchscript": ("model.ts", export_torchscript), "onnx": ("model.onnx", export_onnx)}
+    for fmt in cfg.formats:
+        name, writer = writers[fmt]
+        args = (cfg.opset,) if fmt == "onnx" else ()
+        diff = writer(net, example, out / name, *args)
+        result[fmt] = {"file": str(out / name), "max_abs_diff": diff}
+        log.info("wrote %s (max abs difference vs PyTorch: %.3g)", out / name, diff)
+        if cfg.verify and not diff <= cfg.tolerance:
+            raise UserError(
+                f"{fmt} output differs from PyTorch by {diff:.3g} > --tolerance {cfg.tolerance:g}; "
+                "try another --opset or report the model"
+            )
+    (out / "export.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,206 @@
+"""What to retrain: resolve an architecture (search top-k file, inline JSON, LaNet list, timm name).
+
+Everything needed to rebuild the network is collected into one plain `spec` dict (space name and
+options plus arch JSON, or a timm name and kwargs, plus the head). Checkpoints store the spec, so a
+checkpoint describes itself: a teacher, an export or a resume rebuilds the network from it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.checkpoint import load_checkpoint
+from core.errors import ArchError, CheckpointError, UserError
+from supernet.spaces.base import make_space
+from supernet.spaces.nasnet import CellArch
+
+CHECKPOINT_KINDS = ("retrain", "retrain-ema")
+
+
+def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
+    """The model spec and the output folder name (`arch_id`) for a RetrainConfig."""
+    head = {"kind": cfg.head, "scale": cfg.am_scale, "dropout": cfg.dropout}
+    if cfg.model:
+        spec = timm_spec(cfg.model, dict(cfg.space_opts), cfg.dropout, cfg.drop_path)
+        head["dropout"] = 0.0  # timm applies it itself (drop_rate), before its classifier
+        arch_id = "timm-" + spec["name"]
+    else:
+        prefix = ""
+        if cfg.lanet:
+            space_name, opts, arch_json = _from_lanet(cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts))
+        elif cfg.arch:
+            space_name, opts, arch_json = _from_json_text(cfg.arch, cfg.space, dict(cfg.space_opts))
+        elif cfg.arch_file:
+            space_name, opts, arch_json = _from_arch_file(cfg.arch_file, cfg.rank, cfg.space, dict(cfg.space_opts))
+            prefix = f"r{cfg.rank}-"
+        else:
+            raise UserError(
+                "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST or --model timm:NAME"
+            )
+        space = make_space(space_name, **opts)
+        arch = space.from_json(arch_json)
+        spec = {"source": "space", "name": space_name, "options": space.options(), "arch": space.to_json(arch)}
+        spec["str"] = space.to_str(arch)
+        digest = hashlib.sha1(json.dumps([spec["name"], spec["options"], spec["arch"]], sort_keys=True).encode())
+        arch_id = f"{prefix}{space_name}-{digest.hexdigest()[:8]}"
+    spec["head"] = head
+    return spec, cfg.arch_id or re.sub(r"[^A-Za-z0-9_.+-]", "_", arch_id)
+
+
+def timm_spec(ref: str, kwargs: dict[str, Any], dropout: float = 0.0, drop_path: float = 0.0) -> dict[str, Any]:
+    name = ref.split(":", 1)[1] if ref.startswith("timm:") else ""
+    if not ref.startswith("timm:") or not name:
+        raise UserError(f"--model {ref!r}: expected timm:<name>, e.g. timm:resnet18")
+    if dropout:
+        kwargs.setdefault("drop_rate", dropout)
+    if drop_path:
+        kwargs.setdefault("drop_path_rate", drop_path)
+    return {"source": "timm", "name": name, "options": kwargs, "str": ref}
+
+
+def build_model(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """A freshly initialised network from a spec (head replaced when the spec asks for it)."""
+    from retrain.heads import replace_head
+
+    if spec["source"] == "timm":
+        import timm
+
+        if not timm.is_model(spec["name"]):
+            raise UserError(f"unknown timm model {spec['name']!r}; see timm.list_models() for the names")
+        try:
+            net = timm.create_model(spec["name"], pretrained=False, num_classes=num_classes, **spec["options"])
+        except TypeError as exc:
+            raise UserError(f"timm model {spec['name']!r} rejected its options ({exc}); fix --space-opts") from None
+    else:
+        space = make_space(spec["name"], **spec["options"])
+        net = space.build(space.from_json(spec["arch"]), num_classes)
+    head = spec.get("head") or {}
+    if head.get("kind", "linear") == "cosine" or head.get("dropout", 0.0) > 0:
+        replace_head(net, head.get("kind") == "cosine", head.get("scale", 5.0), head.get("dropout", 0.0))
+    return net
+
+
+def model_from_checkpoint(
+    path: str | Path, num_classes: int | None = None, prefer_ema: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a retrained network from its checkpoint (EMA weights when present and preferred)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    state = load_checkpoint(path)
+    if state.get("kind") not in CHECKPOINT_KINDS or "model_spec" not in state:
+        raise CheckpointError(f"{path} is a {state.get('kind')!r} checkpoint, not a retrained model of this tool")
+    if num_classes is not None and state["num_classes"] != num_classes:
+        raise CheckpointError(f"{path} predicts {state['num_classes']} classes, but the data has {num_classes}")
+    net = build_model(state["model_spec"], state["num_classes"])
+    use_ema = prefer_ema and isinstance(state.get("ema"), dict)
+    net.load_state_dict(state["ema"] if use_ema else state["model"])
+    state["weights_used"] = "ema" if use_ema else "raw"
+    return net, state
+
+
+# ---- the ways an architecture arrives ---------------------------------------------------------------
+
+
+def _from_json_text(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, dict, dict]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchError(
+            f"--arch is not valid JSON ({exc.msg} at char {exc.pos}); pass space.to_json's output"
+        ) from None
+    if not isinstance(data, dict):
+        raise ArchError("--arch must be a JSON object as written by space.to_json (with a 'space' key)")
+    return _space_of(data, space_name, "--arch"), opts, data
+
+
+def _from_arch_file(path: str, rank: int, space_name: str, opts: dict[str, Any]) -> tuple[str, dict, dict]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--arch-file {file} does not exist; point it at a search's topk.json")
+    try:
+        entries = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArchError(f"--arch-file {file} is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if isinstance(entries, dict):
+        entries = entries.get("topk", [entries])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "arch" in e for e in entries):
+        raise ArchError(f"--arch-file {file} must hold a list of {{'rank', 'arch'}} entries, as search's topk.json")
+    match = [e for e in entries if e.get("rank") == rank] or (entries[rank : rank + 1] if rank < len(entries) else [])
+    if not match:
+        raise UserError(f"--rank {rank} is not in {file} ({len(entries)} entries); use 0 to {len(entries) - 1}")
+    entry = match[0]
+    if not isinstance(entry["arch"], dict):
+        raise ArchError(f"--arch-file {file}: the arch of rank {rank} is not a JSON object")
+    # The search's macro options (when the file records them) are the base; --space-opts override them.
+    merged = {**(entry.get("space_opts") or {}), **opts}
+    return _space_of(entry["arch"], space_name, str(file)), merged, entry["arch"]
+
+
+def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
+    named = arch.get("space")
+    if space_name and named and named != space_name:
+        raise ArchError(f"{where}: the arch is of space {named!r} but --space is {space_name!r}")
+    if not (space_name or named):
+        raise ArchError(f"{where}: the arch JSON has no 'space' key; add --space NAME")
+    return space_name or named
+
+
+def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, dict, dict]:
+    """LaNet integer lists: one shared by all cells, or one per stage (normal cells; reductions enter the stage)."""
+    try:
+        lists = [[int(v) for v in part.replace(" ", "").strip("[]").split(",") if v] for part in text.split(";")]
+    except ValueError:
+        raise ArchError(f"--lanet {text[:60]!r}: expected comma-separated integers, lists separated by ';'") from None
+    lengths = {len(c) for c in lists}
+    if len(lengths) != 1 or min(lengths) % 4 or not min(lengths):
+        raise ArchError(
+            f"--lanet: every list needs the same length, a multiple of 4 (LaNet: 28); got {sorted(lengths)}"
+        )
+    nodes = lengths.pop() // 4
+    opts = {"nodes": nodes, "ops": "lanas", "concat": "loose", **opts}
+    if len(lists) > 1:
+        opts["per_stage"] = True
+    space = make_space(space_name, **opts)
+    if not hasattr(space, "from_lanet"):
+        raise ArchError(f"--lanet lists describe NASNet cells; use --space nasnet, not {space_name!r}")
+    if len(lists) > 1 and len(space.blocks) != len(lists):
+        raise ArchError(
+            f"--lanet has {len(lists)} per-stage lists but the space has {len(space.blocks)} stages; set blocks"
+        )
+    if len(lists) == 1:
+        return space_name, opts, space.to_json(space.from_lanet(lists[0], nodes))
+    single = make_space(space_name, **{**opts, "per_stage": False})
+    cells = [single.from_lanet(code, nodes).normal for code in lists]
+    # Stage s runs cell s; the reduction entering stage s + 1 uses that stage's cell too.
+    arch = CellArch(normal=sum(cells, ()), reduce=sum(cells[1:], ()))
+    space.validate(arch)
+    return space_name, opts, space.to_json(arch)
+
+
+def load_teacher(ref: str, num_classes: int, prefer_ema: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher network: a retrain checkpoint of this tool (rebuilt from its spec) or timm:<name>."""
+    if ref.startswith("timm:"):
+        spec = timm_spec(ref, {})
+        return build_model(spec, num_classes), spec
+    if not Path(ref).exists():
+        raise UserError(f"--teacher {ref} does not exist; give a retrain last.pt/ema.pt or timm:<name>")
+    net, state = model_from_checkpoint(ref, num_classes, prefer_ema)
+    return net, state["model_spec"]
+
+
+def param_count(model: nn.Module) -> int:
+    """Parameters used at inference (the auxiliary head is a training-only branch)."""
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("auxiliary_head"))
+
+
+def to_device(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model

@@ -1,0 +1,139 @@
+"""Checkpoints, exact resume and the final report of a retraining run (a mixin of `RetrainTrainer`).
+
+A retrain checkpoint describes itself (nanoGPT-style): `model_spec` rebuilds the network (space,
+options and arch JSON, or timm name, plus the head), so teachers, exports and resumes need nothing
+else. `last.pt` holds everything needed to continue exactly: weights, EMA, optimizer, schedule,
+scaler, step (epoch and position in it follow), RNG states and the curve so far. At the end `ema.pt`
+holds the EMA weights alone (as `model`), and `report.json` / `curve.png` the measurements.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from core import distributed
+from core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from core.errors import CheckpointError, UserError
+
+log = logging.getLogger(__name__)
+
+
+class StateMixin:
+    """Needs the attributes that `RetrainTrainer.__init__` sets."""
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint needs to describe the model it holds."""
+        return {
+            "model_spec": self.spec,
+            "arch_id": self.arch_id,
+            "num_classes": self.num_classes,
+            "classes": self.data.classes,
+            "image_size": self.image_size,
+            "mean": list(self.data.mean),
+            "std": list(self.data.std),
+        }
+
+    def state(self, finished: bool = False) -> dict[str, Any]:
+        return {
+            "kind": "retrain",
+            **self.meta(),
+            "model": self.net.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "teacher": self.teacher.state_dict() if self.online else None,
+            "teacher_spec": self.teacher_spec,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "history": self.history,
+            "epoch_sums": {k: float(v) for k, v in self.epoch_sums.items()},  # float() syncs once per save
+            "epoch_count": self.epoch_count,
+            "rng": rng_state(),
+            "config": asdict(self.cfg),
+            "finished": finished,
+        }
+
+    def save(self, finished: bool = False) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.state(finished), self.out / "last.pt")
+        distributed.barrier()
+
+    def try_resume(self) -> bool:
+        cfg = self.cfg
+        path = Path(cfg.resume) if cfg.resume not in ("", "auto") else self.out / "last.pt"
+        if not cfg.resume:
+            if path.exists():
+                raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")
+            return False
+        found = load_latest(path, map_location=self.device)
+        if found is None:
+            log.info("no checkpoint in %s: starting from scratch", path.parent)
+            return False
+        state, used = found
+        if state.get("kind") != "retrain":
+            raise CheckpointError(
+                f"{used} is a {state.get('kind')!r} checkpoint, not a retrain run; use another --run-dir"
+            )
+        if state.get("model_spec") != self.spec or state.get("num_classes") != self.num_classes:
+            raise CheckpointError(f"{used} trained another model or class count; pass its options or a new --run-dir")
+        if (state.get("ema") is None) != (self.ema is None) or (state.get("teacher") is None) == self.online:
+            raise CheckpointError(f"{used} was trained with other --ema-decay/--kd-online settings; keep them equal")
+        self.net.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        if self.online:
+            self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.history = int(state["step"]), list(state.get("history") or [])
+        self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
+        set_rng_state(state["rng"])
+        log.info("resumed %s from %s at step %d (epoch %d)", self.arch_id, used, self.step, state["epoch"])
+        return True
+
+    def finish(self) -> dict[str, Any]:
+        """The run's summary; when training is complete, also ema.pt, report.json and curve.png."""
+        finished = self.step >= self.total_steps
+        result: dict[str, Any] = {
+            "arch_id": self.arch_id,
+            "out_dir": str(self.out),
+            "step": self.step,
+            "finished": finished,
+            "checkpoint": str(self.out / "last.pt"),
+        }
+        tested = [r for r in self.history if "test_top1" in r]
+        if tested:
+            result.update({k: v for k, v in tested[-1].items() if "test_" in k})
+        if not finished:
+            return result
+        from retrain.evaluate import complexity, write_report
+
+        cost = complexity(self.net, self.image_size)
+        result.update(cost)
+        if self.rank == 0:
+            if self.ema is not None:
+                ema_state = {"kind": "retrain-ema", **self.meta(), "model": self.ema.module.state_dict()}
+                save_checkpoint(ema_state, self.out / "ema.pt", keep_previous=False)
+                result["ema_checkpoint"] = str(self.out / "ema.pt")
+            report = {
+                "arch_id": self.arch_id,
+                "model": self.spec,
+                "test_split": "test",
+                "final": {k: v for k, v in result.items() if "test_" in k},
+                "complexity": cost,
+                "teacher": self.cfg.teacher or None,
+                "epochs": self.cfg.epochs,
+                "steps": self.step,
+                "time": round(time.time(), 3),
+                "curve": self.history,
+                "config": asdict(self.cfg),
+            }
+            result["report"] = str(write_report(self.out, report))
+        distributed.barrier()
+        return result

@@ -1,0 +1,283 @@
+"""`run.py retrain`: train one architecture from scratch with the bag of tricks, then measure it.
+
+The recipe of DARTS / LaNet retraining (cosine SGD, drop path ramp, auxiliary head, Cutout) with the
+MicroNet entry's additions (AutoAugment/RandAugment, Mixup/CutMix, EMA, distillation from a
+retrained teacher, cosine head). One step: augmented batch (a function of seed, epoch and batch
+index), one forward of the student (and of the teacher, frozen or trained jointly), the combined
+loss (`retrain.losses`), one backward and optimizer step, an EMA update. Checkpoints hold all state
+(`retrain.state`), so a run killed at any step continues to the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import amp as amp_lib
+from core import distributed
+from core.data import ImageSet, TensorLoader, load_data
+from core.errors import UserError
+from core.rundir import MetricsLogger
+from core.runtime import progress, seed_everything, select_device
+from core.signals import graceful_stop
+from retrain.augment import AugmentLoader, AugmentOptions
+from retrain.config import RetrainConfig
+from retrain.heads import DropPathSchedule
+from retrain.inputs import build_model, load_teacher, resolve_spec, to_device
+from retrain.losses import RetrainLoss, split_output
+from retrain.state import StateMixin
+
+log = logging.getLogger(__name__)
+
+
+class Joint(nn.Module):
+    """Student and teacher in one module, so DDP sees one graph when both train (online distillation)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
+        super().__init__()
+        self.student, self.teacher = student, teacher
+
+    def forward(self, x: torch.Tensor, x_teacher: torch.Tensor) -> tuple[Any, Any]:
+        return self.student(x), self.teacher(x_teacher)
+
+
+class RetrainTrainer(StateMixin):
+    """Holds the run's state; `fit()` trains to the end (or to `max_steps`, or to a stop signal)."""
+
+    def __init__(self, cfg: RetrainConfig) -> None:
+        self.cfg = cfg
+        seed_everything(cfg.seed)  # the initial weights come from the seed
+        self.spec, self.arch_id = resolve_spec(cfg)  # bad input fails before any data is read
+        self.device = select_device(cfg.device)
+        amp_lib.check_amp(cfg.amp, self.device)
+        distributed.init_distributed(self.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if cfg.batch_size % self.world:
+            raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
+        self.out = Path(cfg.run_dir) / "retrain" / self.arch_id
+        self.data = load_data(
+            cfg.dataset, cfg.data_dir, search_size=cfg.search_size, split_seed=cfg.split_seed,
+            num_classes=cfg.num_classes, image_size=cfg.image_size, download=cfg.download,
+        )  # fmt: skip
+        self.num_classes, self.image_size = self.data.num_classes, self.data.image_size
+        self.channels_last = cfg.channels_last and self.device.type == "cuda"
+        self.net = to_device(build_model(self.spec, self.num_classes), self.device, self.channels_last)
+        self.teacher, self.teacher_spec = self._teacher()
+        self.online = cfg.kd_online and self.teacher is not None
+        self.trainable: nn.Module = Joint(self.net, self.teacher) if self.online else self.net
+        self.model: nn.Module = self.trainable
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.trainable, device_ids=ids)
+        self.loader = AugmentLoader(
+            self._train_set(), cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.image_size),
+            num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
+            drop_last=True, device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world),
+        )  # fmt: skip
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is larger than the {len(self.loader.labels)} training images"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.test_loader = self._test_loader()
+        self.optimizer, self.scheduler = self._optimizer()
+        self.scaler = amp_lib.grad_scaler(cfg.amp, self.device)
+        self.autocast = lambda: amp_lib.autocast(cfg.amp, self.device)
+        self.ema = self._ema()
+        self.drop_path = DropPathSchedule(self.net, cfg.drop_path)
+        self.criterion = RetrainLoss(
+            label_smoothing=cfg.label_smoothing, am_scale=cfg.am_scale if cfg.head == "cosine" else 0.0,
+            am_margin=cfg.am_margin, aux_weight=cfg.auxiliary_weight,
+            kd_weight=cfg.kd_weight if self.teacher is not None else 0.0, kd_temperature=cfg.kd_temperature,
+        )  # fmt: skip
+        self.step, self.history = 0, []
+        # loss sums of the epoch so far, checkpointed so a resumed epoch reports the same means
+        self.epoch_sums: dict[str, Any] = {}
+        self.epoch_count = 0
+        self.metrics = MetricsLogger(self.out, enabled=self.rank == 0)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _train_set(self) -> ImageSet:
+        train = self.data.train
+        if self.cfg.use_search_split and len(self.data.search):
+            train = ImageSet(
+                torch.cat([train.images, self.data.search.images]), torch.cat([train.labels, self.data.search.labels])
+            )
+        return train.subset(_spread(self.cfg.train_images, len(train))) if self.cfg.train_images else train
+
+    def _test_loader(self) -> TensorLoader:
+        test = self.data.test
+        if self.cfg.test_images:
+            test = test.subset(_spread(self.cfg.test_images, len(test)))
+        # every rank takes every world-th image, so each is evaluated exactly once
+        return TensorLoader(
+            test.subset(torch.arange(self.rank, len(test), self.world)), self.cfg.eval_batch_size, mean=self.data.mean,
+            std=self.data.std, device=self.device, channels_last=self.channels_last,
+        )  # fmt: skip
+
+    def _teacher(self) -> tuple[nn.Module | None, dict | None]:
+        if not self.cfg.teacher:
+            return None, None
+        teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema)
+        teacher = to_device(teacher, self.device, self.channels_last)
+        if not self.cfg.kd_online:
+            teacher.eval().requires_grad_(False)  # a fixed teacher: BN statistics frozen too
+        log.info("distilling from %s (%s)", self.cfg.teacher, spec.get("str", spec.get("name")))
+        return teacher, spec
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+
+        cfg = self.cfg
+        name = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}[cfg.optimizer]  # timm's "sgd" is nesterov
+        kw = {"momentum": cfg.momentum} if name != "adamw" else {}
+        # filter_bias_and_bn: no weight decay on BatchNorm parameters and biases
+        opt = create_optimizer_v2(
+            self.trainable, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True, **kw
+        )
+        sched = CosineLRScheduler(
+            opt, t_initial=self.total_steps, lr_min=cfg.min_lr, warmup_t=int(cfg.warmup_epochs * self.steps_per_epoch),
+            warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False,
+        )  # fmt: skip
+        return opt, sched
+
+    def _ema(self) -> Any:
+        if not self.cfg.ema_decay:
+            return None
+        from timm.utils import ModelEmaV3
+
+        return ModelEmaV3(self.net, decay=self.cfg.ema_decay, use_warmup=self.cfg.ema_warmup)
+
+    # ---- training -----------------------------------------------------------------------------
+    def _teacher_input(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.teacher_size
+        if not size or size == x.shape[-1]:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        self.drop_path.set(self.step / self.total_steps)
+        with self.autocast():
+            if self.online:
+                out, t_out = self.model(x, self._teacher_input(x))
+            else:
+                out, t_out = self.model(x), None
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        t_out = self.teacher(self._teacher_input(x))
+            logits, aux = split_output(out)
+            t_logits = split_output(t_out)[0] if t_out is not None else None
+            loss, parts = self.criterion(logits, y, aux, t_logits, teacher_trains=self.online)
+        value = self.last_loss = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value):
+            if self.cfg.nan_policy == "stop":
+                raise UserError(
+                    f"non-finite loss ({value}) at step {self.step}; the last good checkpoint is kept "
+                    "in place (lower --lr, add --grad-clip, or use --nan-policy skip)"
+                )
+            log.warning("non-finite loss at step %d: step skipped", self.step)
+            self.step += 1
+            self.scheduler.step_update(self.step)
+            return None
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.trainable.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.net, step=self.step + 1)
+        self.step += 1
+        self.scheduler.step_update(self.step)
+        return {"loss": loss.detach(), **parts}
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.try_resume()
+        self.scheduler.step_update(self.step)
+        last_save = time.monotonic()
+        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        with graceful_stop() as stop:
+            while self.step < stop_at:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                self.loader.set_epoch(epoch)
+                t0, seen = time.monotonic(), 0
+                bar = progress(
+                    self.loader.iter_from(start), cfg.quiet, total=self.steps_per_epoch, initial=start,
+                    desc=f"retrain {self.arch_id} epoch {epoch + 1}/{cfg.epochs}",
+                )  # fmt: skip
+                for x, y in bar:
+                    parts = self.train_step(x, y)
+                    seen += len(y) * self.world
+                    if parts is not None:
+                        self.epoch_count += 1
+                        for k, v in parts.items():
+                            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                        bar.set_postfix(loss=f"{self.last_loss:.3f}", img_s=f"{seen / (time.monotonic() - t0):.0f}")
+                    minutes = (time.monotonic() - last_save) / 60
+                    if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
+                        break
+                if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
+                    n = max(self.epoch_count, 1)
+                    means = {f"train_{k}": float(v) / n for k, v in self.epoch_sums.items()}
+                    self.end_epoch(epoch, means, seen / max(time.monotonic() - t0, 1e-9))
+                    self.epoch_sums, self.epoch_count = {}, 0
+                self.save(finished=self.step >= self.total_steps)
+                last_save = time.monotonic()
+                if stop:
+                    log.warning(
+                        "stopped by %s at step %d; rerun with --resume auto to continue", stop.requested, self.step
+                    )
+                    break
+        self.metrics.close()
+        return self.finish()
+
+    def end_epoch(self, epoch: int, means: dict[str, float], img_s: float) -> None:
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+            "drop_path": self.drop_path.final * min(self.step / self.total_steps, 1.0), **means,
+            "img_per_s": round(img_s, 1),
+        }  # fmt: skip
+        if (epoch + 1) % self.cfg.eval_every == 0 or self.step >= self.total_steps:
+            record.update(self.test_metrics())
+        self.history.append(record)
+        self.metrics.log(record, step=epoch + 1)
+        log.info(
+            "retrain %s epoch %d: %s", self.arch_id, epoch + 1,
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+        )  # fmt: skip
+
+    def test_metrics(self) -> dict[str, float]:
+        """Raw and EMA accuracy on the test split: this is the final model, so the test split is right."""
+        raw = self.evaluate_on_test(self.net)
+        out = {f"test_{k}": v for k, v in raw.items() if k != "images"}
+        if self.ema is not None:
+            out.update({f"ema_test_{k}": v for k, v in self.evaluate_on_test(self.ema.module).items() if k != "images"})
+        out["test_images"] = raw["images"]
+        return out
+
+    def evaluate_on_test(self, model: nn.Module) -> dict[str, float]:
+        from retrain.evaluate import evaluate
+
+        return evaluate(model, self.test_loader, self.autocast)
+
+
+def _spread(n: int, total: int) -> torch.Tensor:
+    """n indices spread evenly over `total` (image sets are stored class by class: keep every class)."""
+    n = min(n, total)
+    return torch.arange(n) * total // n
+
+
+def main(cfg: RetrainConfig) -> dict[str, Any]:
+    """Entry point of `run.py retrain`."""
+    return RetrainTrainer(cfg).fit()

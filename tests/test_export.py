@@ -1,0 +1,72 @@
+"""`run.py export`: TorchScript and ONNX of a retrained model, checked with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import UserError
+from retrain.config import ExportConfig
+from retrain.export import main as export_main
+from retrain.inputs import model_from_checkpoint
+from retrain.train import RetrainTrainer
+from tests.test_retrain import TINY_MB, make_cfg, tiny_mbconv_arch
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    """A retrained MBConv network with a cosine head and EMA weights."""
+    run = tmp_path_factory.mktemp("export")
+    cfg = make_cfg(run, arch=tiny_mbconv_arch(), space_opts=TINY_MB, head="cosine", ema_decay=0.5, epochs=2)
+    RetrainTrainer(cfg).fit()
+    return run
+
+
+def test_export_round_trips_through_onnxruntime(retrained):
+    import onnxruntime as ort
+
+    result = export_main(ExportConfig(run_dir=str(retrained), quiet=True))
+    assert result["weights"] == "ema"
+    for fmt in ("torchscript", "onnx"):
+        assert result[fmt]["max_abs_diff"] < 1e-4
+    info = json.loads(open(f"{result['out_dir']}/arch.json").read())
+    assert info["weights"] == "ema" and info["model_spec"]["head"]["kind"] == "cosine"
+    net, _ = model_from_checkpoint(result["checkpoint"], prefer_ema=True)
+    net.eval()
+    x = torch.randn(3, 3, 32, 32)  # another batch size: the batch axis is dynamic
+    session = ort.InferenceSession(result["onnx"]["file"], providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ref = net(x)
+        scripted = torch.jit.load(result["torchscript"]["file"])(x)
+    assert np.abs(onnx_out - ref.numpy()).max() < 1e-4
+    assert torch.allclose(scripted, ref, atol=1e-5)
+    # the raw weights are not the EMA ones: the exported file follows --weights
+    net_raw, _ = model_from_checkpoint(result["checkpoint"], prefer_ema=False)
+    with torch.no_grad():
+        assert not torch.allclose(net_raw.eval()(x), ref)
+
+
+def test_export_raw_weights_and_arch_json(retrained, tmp_path):
+    result = export_main(
+        ExportConfig(run_dir=str(retrained), weights="raw", formats=["torchscript"], out_dir=str(tmp_path), quiet=True)
+    )
+    info = json.loads((tmp_path / "arch.json").read_text())
+    assert info["weights"] == "raw" and info["model_spec"]["source"] == "space" and info["num_classes"] == 10
+    assert info["input"]["shape"] == ["batch", 3, 32, 32] and "onnx" not in result
+
+
+def test_export_without_onnxruntime_is_one_line_error(retrained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(UserError, match="pip install onnx onnxruntime") as info:
+        export_main(ExportConfig(run_dir=str(retrained), formats=["onnx"], out_dir=str(tmp_path), quiet=True))
+    assert "\n" not in str(info.value)
+
+
+def test_export_needs_a_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="none: pass --checkpoint"):
+        export_main(ExportConfig(run_dir=str(tmp_path), quiet=True))
