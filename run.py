@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Any
 
+STAGES = ("supernet", "search", "retrain", "pipeline")  # sections of a YAML config
 # name: (config class, entry function, one-line description)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "supernet": ("supernet.config:SupernetConfig", "supernet.train:main", "train a weight-sharing supernet"),
@@ -104,7 +105,7 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
     from core.config import resolve
     from core.rundir import resolve_run_dir, save_run_config
 
-    cfg = resolve(cfg_cls, args, stage=args.command, stages=("supernet", "search", "retrain"))
+    cfg = resolve(cfg_cls, args, stage=args.command, stages=STAGES)
     quiet = bool(getattr(cfg, "quiet", False))
     log_file = None
     if hasattr(cfg, "run_dir"):

@@ -179,10 +179,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def resolve(cls: type[T], args: argparse.Namespace, stage: str, stages: tuple[str, ...] = ()) -> T:
     """Defaults < preset < --config < flags, validated; `UserError` on any bad key or value."""
     values: dict[str, Any] = {}
-    if getattr(args, "preset", None):
-        values.update(section(load_yaml(preset_path(args.preset)), stage, stages))
-    if getattr(args, "config", None):
-        values.update(section(load_yaml(args.config), stage, stages))
+    names = {f.name for f in dataclasses.fields(cls)}
+    for path in (preset_path(args.preset) if getattr(args, "preset", None) else None, getattr(args, "config", None)):
+        if path:
+            data = load_yaml(path)
+            values.update(section(data, stage, stages))
+            # a config with a field per stage (the pipeline) takes the stage sections whole
+            values.update({s: data[s] for s in stages if s in names and s in data})
     for f in dataclasses.fields(cls):
         given = getattr(args, f.name, None)
         if given is None:

@@ -47,6 +47,7 @@ class SupernetConfig(CommonConfig):
     nan_policy: str = opt(
         "stop", "on a NaN/inf loss: stop (last good checkpoint kept) or skip the step", choices=("stop", "skip")
     )
+    train_images: int = opt(0, "train on N training images only, a fixed random subset (0: all; for smoke runs)")
     split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
 
     def validate(self) -> None:
@@ -59,6 +60,8 @@ class SupernetConfig(CommonConfig):
             raise UserError("--sandwich-k >= 0, --kd-temperature > 0 and 0 <= --kd-weight <= 1 are required")
         if self.max_mflops and self.max_mflops < self.min_mflops:
             raise UserError(f"--max-mflops {self.max_mflops} is below --min-mflops {self.min_mflops}")
+        if self.train_images < 0:
+            raise UserError(f"--train-images must be >= 0, got {self.train_images}")
         if self.recal_images < 0 or self.panel_random < 0 or self.eval_every < 1:
             raise UserError("--recal-images and --panel-random must be >= 0, --eval-every >= 1")
         if not 0 <= self.label_smoothing < 1:

@@ -83,6 +83,9 @@ class SupernetTrainer:
             image_size=cfg.image_size,
             download=cfg.download,
         )
+        if cfg.train_images:  # a fixed random subset: the images are stored class by class
+            keep = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(cfg.split_seed))
+            self.data.train = self.data.train.subset(keep[: cfg.train_images].sort().values)
         self.space = make_space(cfg.space, **cfg.space_opts)
         self.num_classes = self.data.num_classes
         net = self.space.supernet(self.num_classes).to(self.device)

@@ -128,6 +128,7 @@ class NasNetwork(nn.Module):
         num_classes: int,
         auxiliary: bool = False,
         drop_path_prob: float = 0.0,
+        head_bn: bool = True,
     ) -> None:
         super().__init__()
         self.drop_path_prob = drop_path_prob  # the trainer ramps this up over epochs
@@ -143,6 +144,7 @@ class NasNetwork(nn.Module):
             c_pp, c_p = c_p, cell.out_channels
             if i == self.aux_pos:
                 self.auxiliary_head = AuxiliaryHead(c_p, num_classes)
+        self.head_bn = nn.BatchNorm2d(c_p) if head_bn else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -153,6 +155,8 @@ class NasNetwork(nn.Module):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_pos and self.training:
                 aux = self.auxiliary_head(s1)
+        if self.head_bn is not None:
+            s1 = F.relu(self.head_bn(s1))
         logits = self.classifier(torch.flatten(self.global_pool(s1), 1))
         return (logits, aux) if aux is not None else logits
 
@@ -223,6 +227,7 @@ class NasSupernet(nn.Module):
         channels: int,
         num_classes: int,
         planner: object,
+        head_bn: bool = True,
     ) -> None:
         super().__init__()
         self.slots, self.nodes, self.concat_mode, self.planner = slots, nodes, concat_mode, planner
@@ -234,6 +239,7 @@ class NasSupernet(nn.Module):
             self.cells.append(SuperCell(nodes, ops, c_pp, c_p, slot))
             # The widest output: every intermediate node concatenated.
             c_pp, c_p = c_p, nodes * slot.channels
+        self.head_bn = nn.BatchNorm2d(c_p) if head_bn else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
         self._active = None
@@ -271,8 +277,10 @@ class NasSupernet(nn.Module):
         s0 = s1 = self.stem(x)
         for cell, plan in zip(self.cells, plans):
             s0, s1 = s1, cell(s0, s1, plan, self.drop_path_prob)
-        pooled = torch.flatten(self.global_pool(s1), 1)
         cols = plans[-1]
+        if self.head_bn is not None:
+            s1 = F.relu(sliced_batch_norm(self.head_bn, s1, cols))
+        pooled = torch.flatten(self.global_pool(s1), 1)
         if cols is None:
             return self.classifier(pooled)
         return F.linear(pooled, self.classifier.weight[:, cols], self.classifier.bias)
@@ -299,4 +307,23 @@ def copy_into(net: NasNetwork, sup: NasSupernet, arch: object) -> NasNetwork:
     w, cols = sup.classifier.weight, plans[-1]
     net.classifier.weight.copy_(w if cols is None else w[:, cols])
     net.classifier.bias.copy_(sup.classifier.bias)
+    if net.head_bn is not None:
+        for name, value in sup.head_bn.state_dict().items():
+            src = value if cols is None or value.dim() == 0 else value[cols]
+            getattr(net.head_bn, name).copy_(src)
     return net
+
+
+def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
+    """`bn` on the channels `cols` of its full width (all of them when None), running stats kept in place."""
+    if cols is None:
+        return bn(x)
+    mean, var = bn.running_mean[cols], bn.running_var[cols]  # copies: written back below
+    momentum = bn.momentum if bn.momentum is not None else 0.1
+    out = F.batch_norm(x, mean, var, bn.weight[cols], bn.bias[cols], bn.training, momentum, bn.eps)
+    if bn.training:
+        with torch.no_grad():
+            bn.running_mean[cols] = mean
+            bn.running_var[cols] = var
+            bn.num_batches_tracked += 1
+    return out

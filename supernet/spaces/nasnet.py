@@ -65,6 +65,7 @@ class NasnetSpace(Space):
         auxiliary: bool = False,
         drop_path: float = 0.0,
         resolution: int = 32,
+        head_bn: bool = True,
     ) -> None:
         if isinstance(blocks, str):
             blocks = [int(b) for b in blocks.split(",") if b.strip()]
@@ -72,6 +73,9 @@ class NasnetSpace(Space):
         self.nodes, self.ops, self.channels = int(nodes), resolve_ops(ops), int(channels)
         self.per_stage, self.concat, self.auxiliary = bool(per_stage), concat, bool(auxiliary)
         self.drop_path, self.resolution = float(drop_path), int(resolution)
+        # BN + ReLU before the global pool: a cell's output scale varies with the arch (sums of skip and
+        # pooling paths), and a shared classifier trained on many archs diverges without it.
+        self.head_bn = bool(head_bn)
         if self.nodes < 1 or len(self.blocks) < 2 or min(self.blocks) < 0:
             raise UserError("nasnet space: need nodes >= 1 and blocks with >= 2 stages, e.g. blocks=[2,2,2]")
         if concat not in ("all", "loose"):
@@ -97,6 +101,7 @@ class NasnetSpace(Space):
             "auxiliary": self.auxiliary,
             "drop_path": self.drop_path,
             "resolution": self.resolution,
+            "head_bn": self.head_bn,
         }
 
     @property
@@ -303,12 +308,21 @@ class NasnetSpace(Space):
         return [cells[self.n_normal + s.arch_index] if s.reduction else cells[s.arch_index] for s in self.slots]
 
     def supernet(self, num_classes: int) -> nn.Module:
-        return NasSupernet(self.slots, self.nodes, self.ops, self.concat, self.channels, num_classes, self._plan_cells)
+        return NasSupernet(
+            self.slots, self.nodes, self.ops, self.concat, self.channels, num_classes, self._plan_cells, self.head_bn
+        )
 
     def build(self, arch: CellArch, num_classes: int) -> nn.Module:
         self.validate(arch)
         return NasNetwork(
-            self.slots, self._slot_edges(arch), self.concat, self.channels, num_classes, self.auxiliary, self.drop_path
+            self.slots,
+            self._slot_edges(arch),
+            self.concat,
+            self.channels,
+            num_classes,
+            self.auxiliary,
+            self.drop_path,
+            self.head_bn,
         )
 
     def extract(self, supernet: nn.Module, arch: CellArch) -> nn.Module:
@@ -332,7 +346,7 @@ class NasnetSpace(Space):
                     params += c_in * slot.channels + 2 * slot.channels
             c_pp, c_p = c_p, len(concat) * slot.channels
         macs += c_p * num_classes
-        params += c_p * num_classes + num_classes
+        params += c_p * num_classes + num_classes + (2 * c_p if self.head_bn else 0)
         if self.auxiliary:  # a module of the built network, so counted in its params (not in MACs)
             c_aux = len(self._plan_cells(arch)[self._aux_pos][1]) * self.slots[self._aux_pos].channels
             params += c_aux * 128 + 256 + 128 * 768 * 4 + 2 * 768 + 768 * num_classes + num_classes

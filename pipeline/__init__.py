@@ -1,0 +1,1 @@
+"""`run.py pipeline`: supernet training, search and retraining in one resumable run directory."""

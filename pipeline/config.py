@@ -1,0 +1,33 @@
+"""Configuration of `run.py pipeline`: shared options plus one section per stage.
+
+A pipeline YAML holds the shared keys at its top level (dataset, space, seed, ...) and the options
+of each stage under `supernet:`, `search:` and `retrain:`; on the command line, `--supernet
+KEY=VALUE` (and `--search`, `--retrain`) overrides one option of a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.config import CommonConfig, opt
+from core.errors import UserError
+
+
+@dataclass
+class PipelineConfig(CommonConfig):
+    """Supernet, search and retraining of the top-k architectures in one run directory."""
+
+    space: str = opt("nasnet", "search space of all three stages (nasnet, mbconv, nb201, resnet20, module:Class)")
+    space_opts: dict = opt({}, "space options shared by the supernet and the search (KEY=VALUE)")
+    amp: str = opt("off", "mixed precision for every stage", choices=("off", "fp16", "bf16"))
+    split_seed: int = opt(0, "seed of the search split carved from the training set")
+    supernet: dict = opt({}, "options of the supernet stage (see run.py supernet --help), KEY=VALUE")
+    search: dict = opt({}, "options of the search stage (see run.py search --help), KEY=VALUE")
+    retrain: dict = opt({}, "options of the retrain stage (see run.py retrain --help), KEY=VALUE")
+    retrain_topk: int = opt(1, "retrain this many of the best architectures found")
+    baseline: bool = opt(True, "also retrain a random architecture of about the same MFLOPs, for comparison")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.retrain_topk < 0:
+            raise UserError(f"--retrain-topk must be >= 0, got {self.retrain_topk}")

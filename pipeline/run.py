@@ -1,0 +1,171 @@
+"""`run.py pipeline`: supernet, search and retraining in one run directory, restartable at any point.
+
+Each stage is skipped when its finished output is already in the run directory and resumed when
+it was interrupted, so rerunning the same command after a crash, a preemption or Ctrl-C continues
+where it stopped. Each stage can also be run alone (`run.py supernet|search|retrain --run-dir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.checkpoint import load_checkpoint
+from core.config import CommonConfig, build_config
+from core.errors import CheckpointError, UserError
+from core.jsonl import read_jsonl
+from pipeline.config import PipelineConfig
+from supernet.spaces.base import make_space
+
+log = logging.getLogger(__name__)
+_SHARED = ("space", "space_opts", "amp", "split_seed")
+
+
+def stage_config(cls: type, cfg: PipelineConfig, section: dict[str, Any], name: str, **fixed: Any) -> Any:
+    """A stage's config: the pipeline's shared options, then its section, then what the pipeline fixes."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig) if f.name != "run_name"}
+    shared = {k: getattr(cfg, k) for k in _SHARED if k in names}
+    values = {**common, **shared, **section, **fixed, "run_dir": cfg.run_dir, "resume": "auto"}
+    return build_config(cls, values, source=f"the pipeline's {name} section")
+
+
+def supernet_done(run_dir: Path) -> bool:
+    path = run_dir / "supernet" / "last.pt"
+    try:
+        return path.exists() and bool(load_checkpoint(path).get("finished"))
+    except CheckpointError:
+        return False  # resuming falls back to the previous good checkpoint
+
+
+def search_done(run_dir: Path, budget: int) -> bool:
+    out = run_dir / "search"
+    return (out / "topk.json").exists() and len(read_jsonl(out / "journal.jsonl")) >= budget
+
+
+def main(cfg: PipelineConfig) -> dict[str, Any]:
+    """Entry point of `run.py pipeline`."""
+    from retrain.config import RetrainConfig
+    from search.config import SearchConfig
+    from supernet.config import SupernetConfig
+
+    run_dir = Path(cfg.run_dir)
+    sn_cfg = stage_config(SupernetConfig, cfg, cfg.supernet, "supernet")
+    se_cfg = stage_config(SearchConfig, cfg, {"evaluator": "supernet", **cfg.search}, "search")
+    stage_config(RetrainConfig, cfg, _retrain_section(cfg), "retrain")  # validate before hours of work
+
+    if supernet_done(run_dir):
+        log.info("[1/3] supernet: finished checkpoint found in %s, skipped", run_dir / "supernet")
+    else:
+        from supernet.train import SupernetTrainer
+
+        log.info("[1/3] supernet: training (%s)", "resuming" if (run_dir / "supernet" / "last.pt").exists() else "new")
+        if not SupernetTrainer(sn_cfg).fit()["finished"]:
+            return {"stopped": "supernet", "resume": "rerun the same command"}
+
+    if search_done(run_dir, se_cfg.budget):
+        log.info("[2/3] search: %d evaluations already in the journal, skipped", se_cfg.budget)
+    else:
+        from search.loop import run_search
+
+        log.info("[2/3] search: %s with %s, budget %d", se_cfg.searcher, se_cfg.evaluator, se_cfg.budget)
+        run_search(se_cfg)
+
+    topk = json.loads((run_dir / "search" / "topk.json").read_text())
+    if not topk:
+        raise UserError("the search found no feasible architecture; relax --max-mflops/--max-params or raise --budget")
+    results = [
+        _retrain(cfg, f"top{r + 1}", arch_file=str(run_dir / "search" / "topk.json"), rank=r)
+        for r in range(min(cfg.retrain_topk, len(topk)))
+    ]
+    if cfg.baseline and results:
+        baseline = random_same_flops(cfg, topk[0])
+        results.append(_retrain(cfg, "baseline-random", arch=json.dumps(baseline)))
+
+    from pipeline.report import write_report
+
+    report = write_report(run_dir, make_space(cfg.space, **cfg.space_opts), results)
+    summary = summarize(run_dir, topk[0], results, report)
+    for line in summary["lines"]:
+        log.warning(line) if cfg.quiet else log.info(line)
+    return {k: v for k, v in summary.items() if k != "lines"}
+
+
+def _retrain_section(cfg: PipelineConfig) -> dict[str, Any]:
+    section = dict(cfg.retrain)
+    section["space_opts"] = {**cfg.space_opts, **section.get("space_opts", {})}
+    return section
+
+
+def _retrain(cfg: PipelineConfig, arch_id: str, **source: Any) -> dict[str, Any]:
+    from retrain.config import RetrainConfig
+    from retrain.train import main as retrain_main
+
+    report = Path(cfg.run_dir) / "retrain" / arch_id / "report.json"
+    if report.exists():
+        log.info("[3/3] retrain %s: report found, skipped", arch_id)
+    else:
+        log.info("[3/3] retrain %s", arch_id)
+        rt_cfg = stage_config(RetrainConfig, cfg, _retrain_section(cfg), "retrain", arch_id=arch_id, **source)
+        retrain_main(rt_cfg)
+        if not report.exists():
+            raise UserError(f"retraining {arch_id} stopped before the end; rerun the same command to continue")
+    return {"arch_id": arch_id, **json.loads(report.read_text())}
+
+
+def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: float = 0.1) -> dict[str, Any]:
+    """A random architecture within ±10% of the best one's MFLOPs (the baseline of the same cost)."""
+    space = make_space(cfg.space, **cfg.space_opts)
+    target = float(best.get("mflops") or space.cost(space.from_json(best["arch"])).mflops)
+    rng = np.random.default_rng([cfg.seed, 0xBA5E])
+    best_key = space.canonical(space.from_json(best["arch"]))
+    closest, gap = None, float("inf")
+    for _ in range(20000):
+        arch = space.sample(rng)
+        d = abs(space.cost(arch).mflops - target) / max(target, 1e-9)
+        if space.canonical(arch) != best_key and d < gap:
+            closest, gap = arch, d
+        if gap <= tolerance:
+            break
+    return space.to_json(closest)
+
+
+def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]], report: dict[str, Any]) -> dict:
+    """What the user needs at the end: where the report is, the best architecture, its cost, how to export."""
+    top = next((r for r in results if r["arch_id"] == "top1"), None)
+    acc = _test_acc(top) if top else None
+    lines = [
+        f"report: {report['markdown']} (and {report['html']})",
+        f"best architecture: {best['str']}",
+        f"  search estimate {best['metric']:.2f}, {best.get('mflops') or 0:.2f} MFLOPs, {best.get('params') or 0:.3f}M params",
+    ]
+    if acc is not None:
+        lines.append(f"  retrained: test top-1 {acc:.2f}%")
+    base = next((r for r in results if r["arch_id"] == "baseline-random"), None)
+    if base is not None and _test_acc(base) is not None:
+        lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {_test_acc(base):.2f}%")
+    lines.append(f"export: python run.py export --run-dir {run_dir} --arch-id top1")
+    return {
+        "report": report["markdown"],
+        "best": best["str"],
+        "test_top1": acc,
+        "baseline_top1": _test_acc(base) if base else None,
+        "lines": lines,
+    }
+
+
+def _test_acc(result: dict[str, Any]) -> float | None:
+    """The final test top-1 of a retrain report (EMA when it was better tracked, else raw)."""
+    for key in ("test_top1", "top1"):
+        if isinstance(result.get(key), (int, float)):
+            return float(result[key])
+    test = result.get("test") or result.get("final") or {}
+    for key in ("top1", "raw_top1", "acc1"):
+        if isinstance(test.get(key), (int, float)):
+            return float(test[key])
+    return None
