@@ -142,7 +142,8 @@ def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]]
     lines = [
         f"report: {report['markdown']} (and {report['html']})",
         f"best architecture: {best['str']}",
-        f"  search estimate {best['metric']:.2f}, {best.get('mflops') or 0:.2f} MFLOPs, {best.get('params') or 0:.3f}M params",
+        f"  search estimate {best['metric']:.2f}, {best.get('mflops') or 0:.2f} MFLOPs, "
+        f"{best.get('params') or 0:.3f}M params",
     ]
     if acc is not None:
         lines.append(f"  retrained: test top-1 {acc:.2f}%")
