@@ -333,7 +333,11 @@ def correlations(score: np.ndarray, sample: dict[str, Any], cfg: BenchNB201Confi
 
 def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tuple[dict[str, Any], np.ndarray]:
     t0 = time.monotonic()
-    score = np.array([ev.score(a)["metric"] for a in sample["archs"]])
+    score = np.zeros(len(sample["archs"]))
+    for i, arch in enumerate(sample["archs"]):
+        score[i] = ev.score(arch)["metric"]
+        if (i + 1) % 50 == 0:
+            log.info("  scored %d/%d archs in %.0f s", i + 1, len(score), time.monotonic() - t0)
     seconds = time.monotonic() - t0
     report = correlations(score, sample, cfg)
     report.update({"eval_seconds": round(seconds, 1), "s_per_arch": round(seconds / len(score), 3)})
