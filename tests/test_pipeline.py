@@ -1,0 +1,99 @@
+"""The pipeline end to end on real images (test-tiny preset: the demo's code path), kill and rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from core.jsonl import read_jsonl
+from tests.conftest import ROOT, run_cli
+
+
+def _start(run_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "pipeline",
+            "--preset",
+            "test-tiny",
+            "--run-dir",
+            str(run_dir),
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def killed_and_rerun(tmp_path_factory):
+    """Kill the pipeline with SIGKILL once the search has journaled an architecture, then rerun it."""
+    run_dir = tmp_path_factory.mktemp("pipe")
+    journal = run_dir / "search" / "journal.jsonl"
+    proc = _start(run_dir)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not read_jsonl(journal):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the pipeline ended before the search started: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    supernet_ckpt = run_dir / "supernet" / "last.pt"
+    before = (supernet_ckpt.stat().st_mtime_ns, supernet_ckpt.read_bytes())
+    partial = len(read_jsonl(journal))
+    rerun = run_cli("pipeline", "--preset", "test-tiny", "--run-dir", str(run_dir), "--threads", "1", timeout=400)
+    return run_dir, before, partial, rerun
+
+
+def test_rerun_completes_without_redoing_the_supernet(killed_and_rerun):
+    run_dir, before, partial, rerun = killed_and_rerun
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    ckpt = run_dir / "supernet" / "last.pt"
+    assert (ckpt.stat().st_mtime_ns, ckpt.read_bytes()) == before  # the supernet was not retrained
+    assert "supernet: finished checkpoint found" in rerun.stderr
+    records = read_jsonl(run_dir / "search" / "journal.jsonl")
+    assert 1 <= partial < len(records) == 8
+    assert len({r["str"] for r in records}) == len(records)  # nothing evaluated twice
+    for arch_id in ("top1", "baseline-random"):
+        report = json.loads((run_dir / "retrain" / arch_id / "report.json").read_text())
+        assert 0 <= report["final"]["test_top1"] <= 100
+
+
+def test_report_files_and_plots(killed_and_rerun):
+    run_dir = killed_and_rerun[0]
+    md = (run_dir / "report.md").read_text()
+    html = (run_dir / "report.html").read_text()
+    assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
+    assert html.count("data:image/png;base64,") == 4
+    for name in ("supernet.png", "best_so_far.png", "scatter.png", "arch.png"):
+        with Image.open(run_dir / "report" / name) as img:
+            img.verify()
+        with Image.open(run_dir / "report" / name) as img:
+            assert img.size[0] > 300 and img.size[1] > 200
+            assert len(img.convert("L").getcolors(maxcolors=1 << 16) or []) > 10  # not a blank canvas
+    plotted = json.loads((run_dir / "report" / "plotted.json").read_text())
+    assert plotted["plotted_points"] == plotted["evaluated"] == len(read_jsonl(run_dir / "search" / "journal.jsonl"))
+    assert plotted["epochs"] == 2
+
+
+def test_second_rerun_skips_everything(killed_and_rerun):
+    run_dir = killed_and_rerun[0]
+    t0 = time.monotonic()
+    again = run_cli("pipeline", "--preset", "test-tiny", "--run-dir", str(run_dir), "--threads", "1")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "search: 8 evaluations already in the journal, skipped" in again.stderr
+    assert "retrain top1: report found, skipped" in again.stderr
+    assert time.monotonic() - t0 < 60
