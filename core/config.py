@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ class CommonConfig:
             raise UserError(f"--search-size must be >= 0, got {self.search_size}")
         if self.num_classes < 0 or self.image_size < 0 or self.threads < 0:
             raise UserError("--num-classes, --image-size and --threads must be >= 0")
-        if self.resume not in ("", "auto") and not Path(self.resume).exists():
+        if self.resume not in ("", "auto") and not os.path.exists(self.resume):  # False, not OSError, on odd names
             raise UserError(f"--resume {self.resume}: no such file; use --resume auto or a checkpoint path")
 
     def __post_init__(self) -> None:

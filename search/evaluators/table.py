@@ -25,20 +25,28 @@ def load_table(path: str, arch_column: str, columns: tuple[str, ...]) -> dict[st
     file = Path(path)
     if not file.is_file():
         raise UserError(f"table {path} does not exist; pass --table with a CSV (e.g. ../shared/benchmarks/nb201.csv)")
-    with open(file, newline="") as fh:
+    try:
+        out = _read_rows(file, arch_column, columns)
+    except (UnicodeDecodeError, csv.Error) as exc:  # not text, or not CSV
+        raise UserError(f"table {path} is not a readable UTF-8 CSV file ({str(exc)[:80]})") from None
+    if not out:
+        raise UserError(f"table {path} has no rows")
+    return out
+
+
+def _read_rows(file: Path, arch_column: str, columns: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    with open(file, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         for col in (arch_column, *columns):
             if col not in header:
-                raise UserError(f"table {path} has no column {col!r}; its columns are {', '.join(header)}")
+                raise UserError(f"table {file} has no column {col!r}; its columns are {', '.join(header)}")
         out: dict[str, tuple[float, ...]] = {}
         for row in reader:
             try:
                 out[row[arch_column]] = tuple(float(row[c]) for c in columns)
             except (TypeError, ValueError):
-                raise UserError(f"table {path}: row {reader.line_num} has a non-numeric value in {columns}") from None
-    if not out:
-        raise UserError(f"table {path} has no rows")
+                raise UserError(f"table {file}: row {reader.line_num} has a non-numeric value in {columns}") from None
     return out
 
 
