@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pipeline": ("pipeline.config:PipelineConfig", "pipeline.run:main", "supernet, search and retrain in one run"),
     "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model to TorchScript/ONNX"),
     "bench-supernet": ("supernet.bench:BenchSupernetConfig", "supernet.bench:main", "supernet vs standalone cost"),
+    "bench-throughput": (
+        "supernet.bench_throughput:BenchThroughputConfig",
+        "supernet.bench_throughput:main",
+        "supernet training images/s per strategy",
+    ),
     "bench-search": ("search.config:BenchSearchConfig", "search.bench:run_bench_search", "searchers on a table"),
     "bench-nb201": ("supernet.bench_nb201:BenchNB201Config", "supernet.bench_nb201:main", "one-shot NAS-Bench-201"),
 }

@@ -211,3 +211,14 @@ def test_ddp_two_ranks_identical(tmp_path):
     assert len(set(map(tuple, a0))) > 1  # the architecture changes from step to step
     saved = load_checkpoint(tmp_path / "supernet/last.pt")
     assert saved["step"] == 4 and all(torch.equal(saved["model"][k], w0[k]) for k in w0)
+
+
+def test_throughput_benchmark_runs(tmp_path):
+    import json
+
+    from supernet.bench_throughput import BenchThroughputConfig, main
+
+    out = tmp_path / "t.json"
+    res = main(BenchThroughputConfig(space_opts=TINY, strategies="uniform,fair", batch_size=16, steps=2, json=str(out)))
+    assert res["strategies"]["fair"]["subnets_per_step"] == 5 and res["strategies"]["uniform"]["img_s"] > 0
+    assert json.loads(out.read_text())["standalone_largest_img_s"] > 0
