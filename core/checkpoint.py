@@ -32,6 +32,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
     raises `UserError` with the reason.
     """
     path = Path(path)
+    check_finite(state, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     payload = dict(state)
@@ -50,6 +51,34 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
         reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise UserError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
     return path
+
+
+# Keys whose tensors are weights or optimizer state: a NaN/inf there poisons every later step.
+WEIGHT_KEYS = ("model", "ema", "teacher", "optimizer")
+
+
+def check_finite(state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Raise `UserError` naming the first NaN/inf tensor under `WEIGHT_KEYS`: never write a poisoned checkpoint."""
+    for key in WEIGHT_KEYS:
+        for name, tensor in _tensors(state.get(key), key):
+            # one sync per tensor, at checkpoint time only
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                step = f" at step {state['step']}" if "step" in state else ""
+                raise UserError(
+                    f"refusing to write {path}: {name} holds NaN/inf{step}; the previous checkpoint is kept "
+                    "(lower --lr or add --grad-clip)"
+                )
+
+
+def _tensors(value: Any, prefix: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors(v, f"{prefix}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{prefix}.{i}")
 
 
 def previous_path(path: str | Path) -> Path:

@@ -6,11 +6,14 @@ most one torn last line; `read_jsonl` drops it (with a warning) and keeps every 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
+
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +23,22 @@ def append_jsonl(path: str | Path, record: dict[str, Any], fsync: bool = True) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a+b") as fh:
-        # A torn line from a killed writer has no newline: finish it so the new record stays whole.
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-        fh.write(line.encode())
-        fh.flush()
-        if fsync:
-            os.fsync(fh.fileno())
+    try:
+        with open(path, "a+b") as fh:
+            # A torn line from a killed writer has no newline: finish it so the new record stays whole.
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write(line.encode())
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        # A partly written line is skipped on read and cut on resume; the complete lines stay.
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise UserError(f"could not append to {path}: {reason}; its complete lines are intact") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

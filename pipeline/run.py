@@ -74,7 +74,8 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         from search.loop import run_search
 
         log.info("[2/3] search: %s with %s, budget %d", se_cfg.searcher, se_cfg.evaluator, se_cfg.budget)
-        run_search(se_cfg)
+        if str(run_search(se_cfg)["stopped"]).startswith("SIG"):  # stopped by SIGTERM/SIGINT: do not retrain yet
+            return {"stopped": "search", "resume": "rerun the same command"}
 
     topk = json.loads((run_dir / "search" / "topk.json").read_text())
     if not topk:

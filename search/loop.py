@@ -21,6 +21,7 @@ from typing import Any
 from core.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from core.errors import CheckpointError, UserError
 from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
+from core.signals import graceful_stop
 from search.config import SearchConfig
 from search.evaluators import make_evaluator, normalise
 from search.outputs import write_outputs
@@ -133,31 +134,37 @@ def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, o
     best = max((r["metric"] for r in records[:done] if _ok(r["metric"])), default=-math.inf)
     bar = _bar(cfg, done, best)
     start, count, stop = time.perf_counter() - elapsed, done, "budget"
-    try:
-        while count < cfg.budget:
-            if cfg.time_budget_minutes and time.perf_counter() - start >= 60 * cfg.time_budget_minutes:
-                stop = "time"
-                break
-            archs = searcher.propose(min(cfg.batch, cfg.budget - count))
-            if not archs:
-                stop = "space exhausted"
-                break
-            batch = _evaluate(cfg, space, evaluator, archs, records, replay, out / "journal.jsonl", writer)
-            searcher.observe(archs, [r["metric"] for r in batch])
-            count += len(archs)
-            for r in batch:
-                best = max(best, r["metric"]) if _ok(r["metric"]) else best
-            state = {"searcher": searcher.state_dict(), "searcher_name": cfg.searcher, "seed": cfg.seed,
-                     "evaluated": count, "elapsed": time.perf_counter() - start, "config": cfg.to_dict()}  # fmt: skip
-            save_checkpoint(state, out / "state.pt")
+    with graceful_stop() as signalled:  # SIGTERM/SIGINT: finish the round, save the state, stop
+        try:
+            while count < cfg.budget:
+                if cfg.time_budget_minutes and time.perf_counter() - start >= 60 * cfg.time_budget_minutes:
+                    stop = "time"
+                    break
+                archs = searcher.propose(min(cfg.batch, cfg.budget - count))
+                if not archs:
+                    stop = "space exhausted"
+                    break
+                batch = _evaluate(cfg, space, evaluator, archs, records, replay, out / "journal.jsonl", writer)
+                searcher.observe(archs, [r["metric"] for r in batch])
+                count += len(archs)
+                for r in batch:
+                    best = max(best, r["metric"]) if _ok(r["metric"]) else best
+                state = {"searcher": searcher.state_dict(), "searcher_name": cfg.searcher, "seed": cfg.seed,
+                         "evaluated": count, "elapsed": time.perf_counter() - start,
+                         "config": cfg.to_dict()}  # fmt: skip
+                save_checkpoint(state, out / "state.pt")
+                if bar is not None:
+                    bar.update(len(archs))
+                    bar.set_postfix(best=f"{best:.4f}")
+                if signalled:
+                    stop = str(signalled.requested)
+                    log.warning("stopped by %s after %d evaluations; rerun with --resume auto to continue", stop, count)
+                    break
+        finally:
             if bar is not None:
-                bar.update(len(archs))
-                bar.set_postfix(best=f"{best:.4f}")
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+                bar.close()
+            if writer is not None:
+                writer.close()
     return stop
 
 
