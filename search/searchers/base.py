@@ -45,6 +45,7 @@ class Searcher(abc.ABC):
         self.pending: list[Arch] = []  # proposed, not yet observed
         self._seen: set[Arch] = set()  # canonical forms proposed or observed
         self._feasible: dict[Arch, bool] = {}  # constraint cache: cost models can be slow
+        self._canon: dict[Arch, Arch] = {}  # canonical-form cache
 
     # ---- the interface ---------------------------------------------------------------------
     def propose(self, n: int) -> list[Arch]:
@@ -116,7 +117,16 @@ class Searcher(abc.ABC):
     # ---- helpers -------------------------------------------------------------------------------
     def is_new(self, arch: Arch) -> bool:
         """Neither proposed nor observed before (by canonical form) and feasible."""
-        return self.space.canonical(arch) not in self._seen and self.feasible(arch)
+        return self.canonical(arch) not in self._seen and self.feasible(arch)
+
+    def canonical(self, arch: Arch) -> Arch:
+        """`space.canonical`, memoised (searchers ask for the same archs again and again)."""
+        key = self._canon.get(arch)
+        if key is None:
+            if len(self._canon) > 200_000:  # bound the memory on huge spaces
+                self._canon.clear()
+            key = self._canon[arch] = self.space.canonical(arch)
+        return key
 
     def feasible(self, arch: Arch) -> bool:
         if self.constraint is None:
@@ -127,7 +137,7 @@ class Searcher(abc.ABC):
         return ok
 
     def _mark(self, arch: Arch) -> None:
-        self._seen.add(self.space.canonical(arch))
+        self._seen.add(self.canonical(arch))
 
     def _take(self, arch: Arch, out: list[Arch]) -> bool:
         """Append `arch` to `out` and mark it seen if it is new and feasible."""
