@@ -119,6 +119,9 @@ def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict
         summary["searchers"][name]["hits"] = [r["hit"] for r in runs]
         curves[name] = np.mean([r["report_curve"] for r in runs], axis=0)
         _log_line(name, summary["searchers"][name])
+    if cfg.overhead_space:
+        summary["lanas_overhead_ms"] = measure_overhead(make_space(cfg.overhead_space), cfg.opts_for("lanas"))
+        log.warning("lanas overhead on %s with 1000 observations: %s", cfg.overhead_space, summary["lanas_overhead_ms"])
     summary["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +129,28 @@ def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict
     if cfg.plot:
         plot_curves(curves, report, cfg.plot)
     return summary
+
+
+def measure_overhead(space: Space, opts: dict[str, Any], n_obs: int = 1000, proposals: int = 20) -> dict[str, float]:
+    """LaNAS's own time per proposal (tree rebuild + drawing), after `n_obs` observations.
+
+    The metric is a fixed random linear function of the encoding plus noise, so the tree splits
+    the way it would on real data; evaluation time is not included.
+    """
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=space.encoding_dim)
+    score = lambda a: float(space.encode(a) @ w + rng.normal())  # noqa: E731
+    searcher = make_searcher("lanas", space, 0, None, **opts)
+    archs = list({space.sample(rng): None for _ in range(n_obs)})
+    searcher.observe(archs, [score(a) for a in archs])
+    times = []
+    for _ in range(proposals):
+        start = time.perf_counter()
+        new = searcher.propose(1)
+        times.append(time.perf_counter() - start)
+        searcher.observe(new, [score(a) for a in new])
+    ms = 1000 * np.asarray(times)
+    return {"mean": float(ms.mean()), "median": float(np.median(ms)), "max": float(ms.max()), "dim": space.encoding_dim}
 
 
 def _log_line(name: str, s: dict[str, Any]) -> None:

@@ -83,6 +83,7 @@ class BenchSearchConfig:
     batch: int = opt(1, "proposals per round (q)")
     json: str = opt("", "write the figures to this JSON file")
     plot: str = opt("", "write the mean best-so-far curves to this PNG")
+    overhead_space: str = opt("", "also time LaNAS per proposal with 1,000 observations on this space (e.g. nasnet)")
     quiet: bool = opt(False, "no progress bar")
 
     def __post_init__(self) -> None:
