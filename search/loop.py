@@ -36,6 +36,7 @@ def make_constraint(space: Space, cfg: SearchConfig) -> Any:
     if not (cfg.max_mflops or cfg.min_mflops or cfg.max_params):
         return None
     num_classes = cfg.num_classes or 10
+    _check_bounds_reachable(space, cfg, num_classes)
 
     def feasible(arch: Any) -> bool:
         cost = space.cost(arch, num_classes)
@@ -46,6 +47,25 @@ def make_constraint(space: Space, cfg: SearchConfig) -> Any:
         )
 
     return feasible
+
+
+def _check_bounds_reachable(space: Space, cfg: SearchConfig, num_classes: int) -> None:
+    """A bound that even the space's smallest (largest) architecture misses is an input error, said up front."""
+    try:
+        small, large = space.smallest(), space.largest()
+        small_cost = space.cost(small, num_classes) if small is not None else None
+        large_cost = space.cost(large, num_classes) if large is not None else None
+    except NotImplementedError:  # a user space without a cost model
+        return
+    if small_cost is not None and cfg.max_mflops and small_cost.mflops > cfg.max_mflops:
+        raise UserError(f"--max-mflops {cfg.max_mflops}: no architecture of {space.name} fits; its smallest "
+                        f"has {small_cost.mflops:.4g} MFLOPs")  # fmt: skip
+    if small_cost is not None and cfg.max_params and small_cost.params > cfg.max_params:
+        raise UserError(f"--max-params {cfg.max_params}: no architecture of {space.name} fits; its smallest "
+                        f"has {small_cost.params:.4g}M parameters")  # fmt: skip
+    if large_cost is not None and cfg.min_mflops and large_cost.mflops < cfg.min_mflops:
+        raise UserError(f"--min-mflops {cfg.min_mflops}: no architecture of {space.name} reaches it; its largest "
+                        f"has {large_cost.mflops:.4g} MFLOPs")  # fmt: skip
 
 
 def search_dir(cfg: SearchConfig) -> Path:
