@@ -42,12 +42,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if keep_previous and path.exists():
+        # A damaged newest file (a resume fell back past it) must not push the good previous one out.
+        if keep_previous and path.exists() and zipfile.is_zipfile(path):
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer reports a failed write (a full disk) as RuntimeError, the OSError as its context
+        os_error = exc if isinstance(exc, OSError) else exc.__context__
+        if not isinstance(os_error, OSError) and "write" not in str(exc).lower() and "inline_container" not in str(exc):
+            raise
         tmp.unlink(missing_ok=True)
+        exc = os_error if isinstance(os_error, OSError) else OSError(str(exc).splitlines()[0][:120])
         reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise UserError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
     return path

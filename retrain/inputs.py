@@ -168,7 +168,12 @@ def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, 
     opts = {"nodes": nodes, "ops": "lanas", "concat": "loose", **opts}
     if len(lists) > 1:
         opts["per_stage"] = True
-    space = make_space(space_name, **opts)
+    try:
+        space = make_space(space_name, **opts)
+    except UserError:
+        if space_name == "nasnet":
+            raise
+        space = None  # another space does not take the NASNet options that a LaNet list implies
     if not hasattr(space, "from_lanet"):
         raise ArchError(f"--lanet lists describe NASNet cells; use --space nasnet, not {space_name!r}")
     if len(lists) > 1 and len(space.blocks) != len(lists):

@@ -79,8 +79,13 @@ class StateMixin:
             raise CheckpointError(
                 f"{used} is a {state.get('kind')!r} checkpoint, not a retrain run; use another --run-dir"
             )
-        if state.get("model_spec") != self.spec or state.get("num_classes") != self.num_classes:
-            raise CheckpointError(f"{used} trained another model or class count; pass its options or a new --run-dir")
+        if state.get("num_classes") != self.num_classes:
+            raise CheckpointError(
+                f"{used} was trained on {state.get('num_classes')} classes but the data has {self.num_classes}; "
+                "use the same dataset or a new --run-dir"
+            )
+        if state.get("model_spec") != self.spec:
+            raise CheckpointError(f"{used} trained another model or head; pass its options or a new --run-dir")
         if (state.get("ema") is None) != (self.ema is None) or (state.get("teacher") is None) == self.online:
             raise CheckpointError(f"{used} was trained with other --ema-decay/--kd-online settings; keep them equal")
         self.net.load_state_dict(state["model"])

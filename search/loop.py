@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import distributed
 from core.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from core.errors import CheckpointError, UserError
 from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
@@ -134,7 +135,11 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     stop = _loop(cfg, space, searcher, evaluator, out, records, replay, done, elapsed)
     if replay:
         log.warning("%d journal lines were not proposed again on resume (a nondeterministic searcher?)", len(replay))
-    result = write_outputs(records, out, cfg.topk, cfg.metric if cfg.evaluator == "table" else "metric")
+    # Under torchrun every rank runs the same (seeded) searcher; rank 0 alone writes files.
+    if distributed.is_main():
+        result = write_outputs(records, out, cfg.topk, cfg.metric if cfg.evaluator == "table" else "metric")
+    distributed.barrier()
+    result = distributed.broadcast_object(result if distributed.is_main() else None)
     best = result["topk"][0] if result["topk"] else None
     log.info("search stopped (%s) after %d evaluations (%d this session)", stop, len(records), len(records) - n)
     return {
@@ -150,14 +155,15 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
 def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, out: Path, records: list[dict],
           replay: dict[str, dict], done: int, elapsed: float) -> str:  # fmt: skip
     """Rounds of propose / evaluate / journal / observe / checkpoint until a budget runs out."""
-    writer = _tensorboard(out)
+    writer = _tensorboard(out) if distributed.is_main() else None
     best = max((r["metric"] for r in records[:done] if _ok(r["metric"])), default=-math.inf)
-    bar = _bar(cfg, done, best)
+    bar = _bar(cfg, done, best) if distributed.is_main() else None
     start, count, stop = time.perf_counter() - elapsed, done, "budget"
     with graceful_stop() as signalled:  # SIGTERM/SIGINT: finish the round, save the state, stop
         try:
             while count < cfg.budget:
-                if cfg.time_budget_minutes and time.perf_counter() - start >= 60 * cfg.time_budget_minutes:
+                time_up = bool(cfg.time_budget_minutes) and time.perf_counter() - start >= 60 * cfg.time_budget_minutes
+                if distributed.broadcast_object(time_up):  # rank 0's clock decides, so no rank waits alone
                     stop = "time"
                     break
                 archs = searcher.propose(min(cfg.batch, cfg.budget - count))
@@ -172,12 +178,13 @@ def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, o
                 state = {"searcher": searcher.state_dict(), "searcher_name": cfg.searcher, "seed": cfg.seed,
                          "evaluated": count, "elapsed": time.perf_counter() - start,
                          "config": cfg.to_dict()}  # fmt: skip
-                save_checkpoint(state, out / "state.pt")
+                if distributed.is_main():
+                    save_checkpoint(state, out / "state.pt")
                 if bar is not None:
                     bar.update(len(archs))
                     bar.set_postfix(best=f"{best:.4f}")
-                if signalled:
-                    stop = str(signalled.requested)
+                if distributed.broadcast_object(bool(signalled)):
+                    stop = str(signalled.requested or "a signal on rank 0")
                     log.warning("stopped by %s after %d evaluations; rerun with --resume auto to continue", stop, count)
                     break
         finally:
@@ -208,7 +215,8 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
             out.append(replay.pop(key))
             continue
         rec = _record(space, arch, fresh[key], len(records), per, cfg.num_classes or 10)
-        append_jsonl(journal, rec)
+        if distributed.is_main():
+            append_jsonl(journal, rec)
         records.append(rec)
         out.append(rec)
         if writer is not None and _ok(rec["metric"]):

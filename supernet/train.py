@@ -209,8 +209,16 @@ class SupernetTrainer:
                 f"{used} is a {state.get('kind')} checkpoint of space {state.get('space')!r}, "
                 f"not a supernet of {self.cfg.space!r}; pass the matching --space or another run"
             )
-        if state.get("num_classes") != self.num_classes or state.get("space_opts") != self.space.options():
-            raise CheckpointError(f"{used} was trained with other space options or class count; use a new --run-dir")
+        if state.get("num_classes") != self.num_classes:
+            raise CheckpointError(
+                f"{used} was trained on {state.get('num_classes')} classes but the data has {self.num_classes}; "
+                "use the same dataset or a new --run-dir"
+            )
+        if state.get("space_opts") != self.space.options():
+            raise CheckpointError(
+                f"{used} was trained with space options {state.get('space_opts')}, not {self.space.options()}; "
+                "pass the same --space-opts or a new --run-dir"
+            )
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,1 @@
+"""Helpers for the reliability tests: tiny command lines, fault injection, run comparison."""
