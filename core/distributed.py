@@ -22,7 +22,16 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> boo
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group(backend, timeout=timeout)
+        return True
+    # Under torchrun --max-restarts the store outlives a failed attempt: without a prefix per attempt,
+    # restarted gloo ranks read the dead ranks' addresses from it and fail to connect.
+    store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"/lanas/attempt_{restart}", store)
+    dist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=timeout)
     return True
 
 

@@ -55,14 +55,14 @@ def scenarios(scale: int = 1, table: str = "") -> dict[str, Scenario]:
     """The tiny command lines; `scale` multiplies the work so random kills land inside it."""
     common = ["--preset", "test-tiny", "--threads", "1", "--quiet", "--seed", "0"]
     sn = ["supernet", *common, "--epochs", str(2 * scale), "--checkpoint-minutes", "0.01"]
-    toy = ["--space", "search.toy:ToySpace", "--space-opts", "decisions=4", "--space-opts", "choices=4",
+    toy = ["--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
            "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
            "--metric", "score", "--report-metric", "other"]  # fmt: skip
     out = {
         "supernet": Scenario("supernet", sn, "supernet/last.pt"),
         "search-table": Scenario(
             "search-table",
-            ["search", *common[2:], *toy, "--budget", str(120 * scale), "--batch", "2"],
+            ["search", *common[2:], *toy, "--budget", str(200 * scale), "--batch", "2"],
             "search/state.pt",
         ),  # no preset: its nasnet space options do not apply to the toy space
         "search-supernet": Scenario(
@@ -95,14 +95,14 @@ def scenarios(scale: int = 1, table: str = "") -> dict[str, Scenario]:
 
 
 def toy_table(path: Path) -> Path:
-    """The CSV fixture of the search-table scenario: every arch of a 4x4 toy space with its score."""
+    """The CSV fixture of the search-table scenario: every arch of a 5-decision, 4-choice toy space with its score."""
     import csv
 
     import numpy as np
 
     from search.toy import ToySpace
 
-    space = ToySpace(decisions=4, choices=4, seed=5)
+    space = ToySpace(decisions=5, choices=4, seed=5)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["name", "score", "other"])

@@ -102,7 +102,7 @@ def test_journal_cut_at_every_byte_keeps_exactly_the_complete_lines(tmp_path, ca
 
 
 def _search_argv(run: Path, table: Path, budget: int = 40) -> list:
-    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=4", "--space-opts", "choices=4",
+    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
             "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
             "--metric", "score", "--report-metric", "other", "--budget", budget, "--batch", "4", "--seed", "3",
             "--quiet", "--threads", "1", "--run-dir", run]  # fmt: skip
