@@ -270,6 +270,37 @@ def journal_problems(lines: list[tuple], where: str) -> list[str]:
     return out
 
 
+# ---- a lost rank under torchrun ---------------------------------------------------------------------
+
+
+def run_ddp(base: Path, rng: random.Random) -> Outcome:
+    """Two gloo ranks; rank 1 dies once at a random step of epoch 2; torchrun restarts; same weights?"""
+    from tests.reliability.helpers import SUPERNET
+
+    argv = [a for a in SUPERNET if a != "--quiet"]
+    outcome = Outcome("ddp-rank-failure")
+    dirs = {}
+    for name, fault in (("ref", 0), ("fault", rng.randint(5, 7))):
+        run_dir = base / f"ddp-{name}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+               "FAULT_STEP": str(fault), "FAULT_MARKER": str(base / f"ddp-{name}.marker")}  # fmt: skip
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--max-restarts", "1", str(ROOT / "tests/reliability/ddp_fault_worker.py"), *argv, "--device", "cpu",
+               "--run-dir", str(run_dir), "--resume", "auto"]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        died = (base / f"ddp-{name}.marker").exists()
+        outcome.attempts.append(Attempt(fault or None, proc.returncode, died, stderr_tail=proc.stderr[-800:]))
+        if proc.returncode != 0 or (fault and not died):
+            outcome.problems.append(f"{name}: exit {proc.returncode}, rank died: {died}: {proc.stderr[-400:]}")
+        if name == "ref":
+            outcome.reference_seconds = time.monotonic() - t0
+        dirs[name] = run_dir
+    if not outcome.problems:
+        outcome.problems += compare_runs(dirs["ref"], dirs["fault"])
+    return outcome
+
+
 # ---- main ------------------------------------------------------------------------------------------
 
 
@@ -298,16 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3, help="SIGKILLs per scenario")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     p.add_argument("--scale", type=int, default=1, help="multiply the work of each command")
-    p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    p.add_argument("--only", default="", help="comma-separated scenario names, or none (default: all)")
     p.add_argument("--json", default="", help="write the outcomes to this file")
     p.add_argument("--keep", default="", help="keep the run directories under this folder")
+    p.add_argument("--ddp", action="store_true", help="also kill a rank under torchrun --max-restarts 1")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     rng = random.Random(args.seed)
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kill-resume-"))
     base.mkdir(parents=True, exist_ok=True)
     all_s = scenarios(args.scale, str(toy_table(base / "toy.csv")))
-    names = [n for n in args.only.split(",") if n] or list(all_s)
+    names = [n for n in args.only.split(",") if n and n != "none"] if args.only else list(all_s)
     refs: dict[str, Any] = {}
     results = []
     for name in names:
@@ -322,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         n_killed = sum(a.killed for a in outcome.attempts)
         log.info("%-24s %d signals, %d starts, %.0f s: %s", name, n_killed, len(outcome.attempts),
                  time.monotonic() - t0, "; ".join(outcome.problems) or "identical, nothing lost")  # fmt: skip
+    if args.ddp:
+        outcome = run_ddp(base, rng)
+        results.append(outcome)
+        log.info("%-24s %s", outcome.scenario, "; ".join(outcome.problems) or "identical to the uninterrupted run")
     if args.json:
         Path(args.json).write_text(json.dumps([_plain(o) for o in results], indent=1))
     return 1 if any(o.problems for o in results) else 0
