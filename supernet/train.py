@@ -25,6 +25,7 @@ from core import distributed
 from core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
 from core.errors import CheckpointError, UserError
+from core.optim import make_optimizer
 from core.rundir import MetricsLogger
 from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
@@ -118,7 +119,7 @@ class SupernetTrainer:
         if self.steps_per_epoch == 0:
             raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data.train)} training images")
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer, self.scheduler = self._optimizer()
+        self.optimizer, self.scheduler = make_optimizer(self.net, cfg, self.total_steps, self.steps_per_epoch)
         self.scaler = amp_lib.grad_scaler(cfg.amp, self.device)
         self.autocast = lambda: amp_lib.autocast(cfg.amp, self.device)
         self.step, self.best = 0, -math.inf
@@ -137,29 +138,6 @@ class SupernetTrainer:
             drop_last=kw.get("shuffle", False),
             **kw,
         )
-
-    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
-
-        cfg = self.cfg
-        name = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}[cfg.optimizer]  # timm's "sgd" is nesterov
-        kw = {"momentum": cfg.momentum} if name != "adamw" else {}
-        # filter_bias_and_bn: no weight decay on BatchNorm parameters and biases
-        opt = create_optimizer_v2(
-            self.net, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True, **kw
-        )
-        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
-        sched = CosineLRScheduler(
-            opt,
-            t_initial=self.total_steps,
-            lr_min=cfg.min_lr,
-            warmup_t=warmup,
-            warmup_lr_init=cfg.lr * 0.01,
-            warmup_prefix=True,
-            t_in_epochs=False,
-        )
-        return opt, sched
 
     # ---- checkpoints --------------------------------------------------------------------------
     def state(self, finished: bool = False) -> dict[str, Any]:
