@@ -6,6 +6,8 @@ checkpoints/<run>/<stage>/metrics.jsonl, tb/, last.pt ...
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -13,9 +15,10 @@ from typing import Any
 
 from core.config import save_config
 from core.errors import UserError
-from core.jsonl import append_jsonl
+from core.jsonl import append_jsonl, read_jsonl
 
 ROOT = Path("checkpoints")
+log = logging.getLogger(__name__)
 
 
 def resolve_run_dir(cfg: Any, command: str, preset: str | None = None) -> Path:
@@ -67,6 +70,19 @@ class MetricsLogger:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
+
+    def drop_after(self, step: int) -> int:
+        """On resume: remove lines logged after the checkpoint of `step` (they will be logged again)."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        records = read_jsonl(self.path)
+        keep = [r for r in records if int(r.get("step", 0)) <= step]
+        if len(keep) < len(records):
+            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in keep))
+            os.replace(tmp, self.path)
+            log.warning("%s: dropped %d lines logged after step %d", self.path, len(records) - len(keep), step)
+        return len(records) - len(keep)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -73,6 +73,7 @@ class StateMixin:
         found = load_latest(path, map_location=self.device)
         if found is None:
             log.info("no checkpoint in %s: starting from scratch", path.parent)
+            self.metrics.drop_after(0)  # lines of a run killed before its first checkpoint
             return False
         state, used = found
         if state.get("kind") != "retrain":
@@ -98,6 +99,7 @@ class StateMixin:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.history = int(state["step"]), list(state.get("history") or [])
         self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
+        self.metrics.drop_after(self.step)  # lines logged after this checkpoint come again
         set_rng_state(state["rng"])
         log.info("resumed %s from %s at step %d (epoch %d)", self.arch_id, used, self.step, state["epoch"])
         return True

@@ -188,7 +188,7 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
         proc = start(s.argv, run_dir, resume=resume or attempt > 0)
         kill_at = None
         if len([a for a in outcome.attempts if a.killed]) < kills and wait_for(proc, run_dir / s.progress):
-            kill_at = rng.uniform(0.0, 0.9) * work_seconds
+            kill_at = rng.uniform(0.05, 0.6) * work_seconds  # early enough that a slower run is still hit
             time.sleep(kill_at)
         before = saved_step(run_dir) if kill_at is not None else None
         if kill_at is not None and proc.poll() is None:

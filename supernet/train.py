@@ -180,6 +180,7 @@ class SupernetTrainer:
         found = load_latest(path, map_location=self.device)
         if found is None:
             log.info("no checkpoint in %s: starting from scratch", path.parent)
+            self.metrics.drop_after(0)  # lines of a run killed before its first checkpoint
             return False
         state, used = found
         if state.get("kind") != "supernet" or state.get("space") != self.cfg.space:
@@ -202,6 +203,7 @@ class SupernetTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.best = int(state["step"]), float(state["best"])
+        self.metrics.drop_after(self.step)  # lines logged after this checkpoint come again
         set_rng_state(state["rng"])
         log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
         return True

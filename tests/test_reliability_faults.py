@@ -330,3 +330,25 @@ def test_flops_budget_below_every_architecture_refused(search_ref, tmp_path, cap
     code, err = cli(["search", "--space", "nb201", "--evaluator", "table", "--table", table,
                      "--max-mflops", "0.001", "--budget", "4", "--run-dir", tmp_path, "--quiet"], capsys)  # fmt: skip
     assert code == 2 and "--max-mflops" in error_line(err)
+
+
+def test_crash_between_metrics_line_and_checkpoint_does_not_repeat_the_line(sn, tmp_path, monkeypatch):
+    """A kill after an epoch's metrics line is written but before its checkpoint: the line is not doubled."""
+    from supernet.train import SupernetTrainer
+
+    run = _copy(sn / "part", tmp_path / "run")  # last.pt at step 5, epoch 1's line already written
+    original = SupernetTrainer.save
+
+    def crash_at_the_end(self, finished=False):
+        if self.step == 8:
+            raise KeyboardInterrupt  # dies after end_epoch logged epoch 2, before last.pt of step 8
+        original(self, finished)
+
+    monkeypatch.setattr(SupernetTrainer, "save", crash_at_the_end)
+    assert cli([*SUPERNET, "--run-dir", run, "--resume", "auto"])[0] == 130
+    monkeypatch.undo()
+    assert cli([*SUPERNET, "--run-dir", run, "--resume", "auto"])[0] == 0
+    lines = read_jsonl(run / "supernet" / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [1, 2]
+    ref = read_jsonl(sn / "ref" / "supernet" / "metrics.jsonl")
+    assert [r["panel_mean_acc"] for r in lines] == [r["panel_mean_acc"] for r in ref]
