@@ -48,13 +48,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as exc:
-        # torch's zip writer reports a failed write (a full disk) as RuntimeError, the OSError as its context
-        os_error = exc if isinstance(exc, OSError) else exc.__context__
-        if not isinstance(os_error, OSError) and "write" not in str(exc).lower() and "inline_container" not in str(exc):
-            raise
         tmp.unlink(missing_ok=True)
-        exc = os_error if isinstance(os_error, OSError) else OSError(str(exc).splitlines()[0][:120])
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        # torch's zip writer turns a failed write (a full disk) into a RuntimeError, the OSError its context
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(cause, OSError):
+            reason = "the disk is full" if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        else:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise UserError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
     return path
 

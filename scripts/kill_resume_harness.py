@@ -46,7 +46,7 @@ class Scenario:
 
     name: str
     argv: list[str]
-    progress: str  # a path under the run dir whose appearance means the real work has begun
+    progress: str  # a checkpoint under the run dir: a signal sent after it is rewritten hits the training loop
     needs: str = ""  # a scenario whose finished run directory is copied in first (search on a supernet)
     signal: int = signal.SIGKILL
 
@@ -123,12 +123,15 @@ def start(argv: list[str], run_dir: Path, resume: bool) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 600) -> bool:
-    """Wait until `path` exists (True) or the process ends (False)."""
+def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 600, since: float | None = None) -> bool:
+    """Wait until `path` exists (and was written after `since`, a time.time()) (True) or the process ends (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return True
+        try:
+            if path.exists() and (since is None or path.stat().st_mtime >= since):
+                return True
+        except FileNotFoundError:  # replaced between the two calls
+            pass
         if proc.poll() is not None:
             return False
         time.sleep(0.02)
@@ -169,10 +172,16 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
 
+def started(s: Scenario, run_dir: Path) -> Path:
+    """The file `run.py` writes once its arguments are parsed and its imports done: the work begins."""
+    return run_dir / f"{s.argv[0]}.config.yaml"
+
+
 def run_reference(s: Scenario, run_dir: Path) -> float:
-    """Run uninterrupted; return the seconds from the progress file's appearance to the exit."""
+    """Run uninterrupted; return the seconds from the start of its work to the exit."""
+    t_start = time.time()
     proc = start(s.argv, run_dir, resume=bool(s.needs))
-    seen = wait_for(proc, run_dir / s.progress)
+    seen = wait_for(proc, started(s, run_dir), since=t_start - 1)
     t0 = time.monotonic()
     _, err = proc.communicate()
     if proc.returncode != 0:
@@ -185,10 +194,15 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
     outcome = Outcome(s.name, reference_seconds=work_seconds)
     resume = bool(s.needs)
     for attempt in range(kills + 20):
+        t_start = time.time()
         proc = start(s.argv, run_dir, resume=resume or attempt > 0)
         kill_at = None
-        if len([a for a in outcome.attempts if a.killed]) < kills and wait_for(proc, run_dir / s.progress):
-            kill_at = rng.uniform(0.05, 0.6) * work_seconds  # early enough that a slower run is still hit
+        want = len([a for a in outcome.attempts if a.killed]) < kills
+        if want and wait_for(proc, started(s, run_dir), since=t_start - 1):
+            kill_at = rng.uniform(0.0, 0.8) * work_seconds
+            if s.signal != signal.SIGKILL:  # a graceful stop is tested inside the training loop
+                wait_for(proc, run_dir / s.progress, since=time.time())
+                kill_at = rng.uniform(0.0, 0.15) * work_seconds
             time.sleep(kill_at)
         before = saved_step(run_dir) if kill_at is not None else None
         if kill_at is not None and proc.poll() is None:
@@ -210,6 +224,8 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
 
 def check_graceful(a: Attempt, outcome: Outcome) -> None:
     """SIGTERM/SIGINT: a clean exit, no traceback, and a checkpoint not older than the one before."""
+    if "stopped by SIG" not in a.stderr_tail:
+        outcome.problems.append(f"the signal did not stop the loop (too late?): {a.stderr_tail[-300:]}")
     if a.returncode != 0 or "Traceback" in a.stderr_tail:
         outcome.problems.append(f"signal stop exited {a.returncode}: {a.stderr_tail[-300:]}")
     elif a.step_after is None or (a.step_before is not None and a.step_after < a.step_before):
