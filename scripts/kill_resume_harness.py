@@ -199,10 +199,10 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
         kill_at = None
         want = len([a for a in outcome.attempts if a.killed]) < kills
         if want and wait_for(proc, started(s, run_dir), since=t_start - 1):
-            kill_at = rng.uniform(0.0, 0.8) * work_seconds
-            if s.signal != signal.SIGKILL:  # a graceful stop is tested inside the training loop
-                wait_for(proc, run_dir / s.progress, since=time.time())
-                kill_at = rng.uniform(0.0, 0.15) * work_seconds
+            kill_at = rng.uniform(0.0, 0.6) * work_seconds
+            if s.signal != signal.SIGKILL:  # a graceful stop is tested inside the training loop:
+                wait_for(proc, run_dir / s.progress, since=time.time())  # just after a checkpoint
+                kill_at = rng.uniform(0.0, 0.3)
             time.sleep(kill_at)
         before = saved_step(run_dir) if kill_at is not None else None
         if kill_at is not None and proc.poll() is None:
@@ -213,6 +213,11 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
         outcome.attempts.append(a)
         if s.signal != signal.SIGKILL and kill_at is not None:
             check_graceful(a, outcome)
+        if proc.returncode == 0 and kill_at is not None and not killed and not any(a.killed for a in outcome.attempts):
+            # the run was faster than the reference and ended before its first kill: start it over
+            if sum(a.kill_at is not None for a in outcome.attempts) <= 3:
+                _reset(run_dir, s)
+                continue
         if proc.returncode == 0 and (kill_at is None or not killed):
             return outcome
         if proc.returncode not in (0, -signal.SIGKILL):
@@ -220,6 +225,16 @@ def run_with_kills(s: Scenario, run_dir: Path, kills: int, work_seconds: float, 
             return outcome
     outcome.problems.append("did not finish after many restarts")
     return outcome
+
+
+def _reset(run_dir: Path, s: Scenario) -> None:
+    """Empty a run directory but keep what a dependent scenario was given (the supernet of a search)."""
+    import shutil
+
+    for p in run_dir.iterdir():
+        if s.needs and (p.name == "supernet" or p.name.startswith("supernet.")):
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def check_graceful(a: Attempt, outcome: Outcome) -> None:
