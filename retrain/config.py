@@ -31,11 +31,11 @@ class RetrainConfig(CommonConfig):
         "stage separated by ';' (per-stage cells, SLNAS-style; the space gets per_stage=true)",
     )
     model: str = opt("", "'timm:<name>' trains a timm model instead (random init, never downloads)")
-    space: str = opt("", "search space of the arch (default: the arch JSON's 'space' key; nasnet for --lanet)")
+    space: str = opt("", "search space of the arch; empty: the arch JSON's 'space' key (nasnet for --lanet)")
     space_opts: dict = opt(
         {}, "macro options of the network, e.g. channels=36 blocks=6,6,6 auxiliary=true (timm: create_model kwargs)"
     )
-    arch_id: str = opt("", "output folder name under <run_dir>/retrain/ (default: derived from the arch)")
+    arch_id: str = opt("", "output folder name under <run_dir>/retrain/; empty: derived from the arch")
     # ---- data ----------------------------------------------------------------------------------
     use_search_split: bool = opt(True, "also train on the search split: the final model sees every training image")
     split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
@@ -55,7 +55,7 @@ class RetrainConfig(CommonConfig):
     grad_clip: float = opt(5.0, "clip the gradient norm to this value (0: off)")
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy (folded into Mixup targets)")
     dropout: float = opt(0.0, "dropout before the classifier (timm: drop_rate)")
-    drop_path: float = opt(0.0, "final drop-path probability, ramped linearly from 0 over training (0: as built)")
+    drop_path: float = opt(0.0, "final drop-path probability, ramped linearly from 0 (0: the space's drop_path option)")
     auxiliary_weight: float = opt(0.4, "weight of the auxiliary head's loss (NASNet space with auxiliary=true)")
     # ---- augmentation --------------------------------------------------------------------------
     crop_flip: bool = opt(True, "random crop (padding size/8) and horizontal flip")
@@ -127,13 +127,11 @@ class RetrainConfig(CommonConfig):
 class ExportConfig(CommonConfig):
     """Write TorchScript and ONNX files of a retrained model, checked against PyTorch with onnxruntime."""
 
-    checkpoint: str = opt(
-        "", "a retrain checkpoint (last.pt) or its folder (default: the one under <run_dir>/retrain/)"
-    )
+    checkpoint: str = opt("", "a retrain checkpoint (last.pt) or its folder; empty: the one under <run_dir>/retrain/")
     arch_id: str = opt("", "which <run_dir>/retrain/<arch-id>/ to export when there are several")
     weights: str = opt("ema", "export the EMA weights (when the run kept them) or the raw ones", choices=("ema", "raw"))
     formats: list[str] = opt(["torchscript", "onnx"], "files to write: torchscript, onnx (comma-separated)")
-    out_dir: str = opt("", "where to write (default: <checkpoint folder>/export)")
+    out_dir: str = opt("", "where to write; empty: <checkpoint folder>/export")
     opset: int = opt(17, "ONNX opset version")
     verify: bool = opt(True, "check both files against PyTorch on random input")
     tolerance: float = opt(1e-4, "largest allowed absolute difference between exported and PyTorch outputs")

@@ -73,18 +73,22 @@ def replace_head(model: nn.Module, cosine: bool, scale: float, dropout: float) -
 class DropPathSchedule:
     """Ramp stochastic depth linearly from 0 to its final value over training (DARTS's retraining trick).
 
-    This project's networks expose `drop_path_prob`; timm networks hold `DropPath` modules whose
-    built-in rates are scaled by the same factor.
+    The final value is `final` when given, else the rate the network was built with (the space's
+    `drop_path` option). This project's networks expose `drop_path_prob`; timm networks hold
+    `DropPath` modules, whose built-in rates (`drop_path_rate`) are scaled by the same factor.
     """
 
-    def __init__(self, model: nn.Module, final: float) -> None:
-        self.model, self.final = model, final
+    def __init__(self, model: nn.Module, final: float = 0.0) -> None:
+        self.model = model
         self.timm_paths: list[tuple[nn.Module, float]] = []
-        if not hasattr(model, "drop_path_prob"):
+        if hasattr(model, "drop_path_prob"):
+            self.final = final or float(model.drop_path_prob)
+        else:
             from timm.layers import DropPath
 
             self.timm_paths = [(m, float(m.drop_prob)) for m in model.modules() if isinstance(m, DropPath)]
-        self.active = (final > 0 and hasattr(model, "drop_path_prob")) or bool(self.timm_paths)
+            self.final = max((rate for _, rate in self.timm_paths), default=0.0)
+        self.active = self.final > 0
 
     def set(self, fraction: float) -> None:
         """`fraction` of training done, in [0, 1]: a function of the step alone, so resume is exact."""

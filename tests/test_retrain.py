@@ -188,3 +188,39 @@ def test_lanet_per_stage_lists_and_bad_inputs(tmp_path):
     assert arch_id.startswith("r0-mbconv-") and spec["source"] == "space"
     with pytest.raises(UserError, match="--rank 3"):
         resolve_spec(make_cfg(tmp_path, arch_file=str(topk), rank=3))
+
+
+def test_bf16_and_nan_guard(tmp_path, monkeypatch):
+    cfg = dict(arch=tiny_mbconv_arch(), space_opts=TINY_MB, amp="bf16", max_steps=1)
+    assert RetrainTrainer(make_cfg(tmp_path / "ok", **cfg)).fit()["step"] == 1  # bf16 autocast runs on the CPU
+
+    def nan_loss(*args, **kw):
+        return torch.tensor(float("nan"), requires_grad=True), {}
+
+    trainer = RetrainTrainer(make_cfg(tmp_path / "stop", **cfg))
+    monkeypatch.setattr(trainer, "criterion", nan_loss)
+    with pytest.raises(UserError, match="non-finite loss"):
+        trainer.fit()
+    trainer = RetrainTrainer(make_cfg(tmp_path / "skip", nan_policy="skip", **cfg))
+    before = {k: v.clone() for k, v in trainer.net.named_parameters()}
+    monkeypatch.setattr(trainer, "criterion", nan_loss)
+    assert trainer.fit()["step"] == 1
+    assert all(torch.equal(before[k], v) for k, v in trainer.net.named_parameters())  # the update was skipped
+
+
+def test_drop_path_ramps_in_project_and_timm_nets():
+    import timm
+
+    from retrain.heads import DropPathSchedule
+
+    space = make_space("mbconv", **TINY_MB, drop_path=0.3)
+    net = space.build(space.smallest(), 10)
+    ramp = DropPathSchedule(net)  # the space's drop_path is the final value
+    ramp.set(0.5)
+    assert net.drop_path_prob == pytest.approx(0.15)
+    resnet = timm.create_model("test_resnet", num_classes=10, drop_path_rate=0.2)
+    ramp = DropPathSchedule(resnet)
+    ramp.set(0.0)
+    assert ramp.active and all(m.drop_prob == 0 for m, _ in ramp.timm_paths)
+    ramp.set(1.0)
+    assert max(m.drop_prob for m, _ in ramp.timm_paths) == pytest.approx(0.2)
