@@ -18,6 +18,15 @@ shared = dist.broadcast_object({"seed": 1234 + r})
 total = dist.all_reduce_sum(torch.tensor([float(r + 1)]))
 dist.barrier()
 with open(f"{sys.argv[1]}.{r}", "w") as fh:
-    json.dump({"rank": r, "world": w, "gathered": gathered, "shared": shared, "total": total.item(),
-               "threads": torch.get_num_threads()}, fh)
+    json.dump(
+        {
+            "rank": r,
+            "world": w,
+            "gathered": gathered,
+            "shared": shared,
+            "total": total.item(),
+            "threads": torch.get_num_threads(),
+        },
+        fh,
+    )
 dist.cleanup()

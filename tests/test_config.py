@@ -28,8 +28,9 @@ def _parse(*argv):
 def test_precedence_file_then_flags(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("epochs: 7\nlr: 0.5\nsupernet:\n  epochs: 9\n")
-    cfg = resolve(Toy, _parse("--config", str(f), "--lr", "0.25", "--blocks", "1,3"), stage="supernet",
-                  stages=("supernet",))
+    cfg = resolve(
+        Toy, _parse("--config", str(f), "--lr", "0.25", "--blocks", "1,3"), stage="supernet", stages=("supernet",)
+    )
     assert cfg.epochs == 9 and cfg.lr == 0.25 and cfg.blocks == [1, 3]
     cfg = resolve(Toy, _parse("--space-opts", "nodes=4", "--space-opts", "blocks=2,2"), stage="x")
     assert cfg.space_opts == {"nodes": 4, "blocks": [2, 2]}
