@@ -24,6 +24,7 @@ from core import amp as amp_lib
 from core import distributed
 from core.data import ImageSet, TensorLoader, load_data
 from core.errors import UserError
+from core.optim import make_optimizer
 from core.rundir import MetricsLogger
 from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
@@ -134,21 +135,7 @@ class RetrainTrainer(StateMixin):
         return teacher, spec
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
-
-        cfg = self.cfg
-        name = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}[cfg.optimizer]  # timm's "sgd" is nesterov
-        kw = {"momentum": cfg.momentum} if name != "adamw" else {}
-        # filter_bias_and_bn: no weight decay on BatchNorm parameters and biases
-        opt = create_optimizer_v2(
-            self.trainable, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True, **kw
-        )
-        sched = CosineLRScheduler(
-            opt, t_initial=self.total_steps, lr_min=cfg.min_lr, warmup_t=int(cfg.warmup_epochs * self.steps_per_epoch),
-            warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False,
-        )  # fmt: skip
-        return opt, sched
+        return make_optimizer(self.trainable, self.cfg, self.total_steps, self.steps_per_epoch)
 
     def _ema(self) -> Any:
         if not self.cfg.ema_decay:

@@ -137,7 +137,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         log.warning("%d journal lines were not proposed again on resume (a nondeterministic searcher?)", len(replay))
     # Under torchrun every rank runs the same (seeded) searcher; rank 0 alone writes files.
     if distributed.is_main():
-        result = write_outputs(records, out, cfg.topk, cfg.metric if cfg.evaluator == "table" else "metric")
+        metric_name = cfg.metric if cfg.evaluator == "table" else "metric"
+        space_info = {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
+        result = write_outputs(records, out, cfg.topk, metric_name, space_info)
     distributed.barrier()
     result = distributed.broadcast_object(result if distributed.is_main() else None)
     best = result["topk"][0] if result["topk"] else None

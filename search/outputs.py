@@ -43,7 +43,7 @@ def topk(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(_entry(len(out) + 1, r))
+        out.append(_entry(len(out), r))
         if len(out) == k:
             break
     return out
@@ -57,14 +57,20 @@ def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["metric"] > best:
             front.append(r)
             best = r["metric"]
-    return [_entry(i + 1, r) for i, r in enumerate(front)]
+    return [_entry(i, r) for i, r in enumerate(front)]
 
 
-def write_outputs(records: list[dict[str, Any]], out_dir: Path, k: int, metric_name: str = "metric") -> dict[str, Any]:
-    """Write topk.json, pareto.json and the two PNGs; return the top-k list and the front."""
+def write_outputs(
+    records: list[dict[str, Any]], out_dir: Path, k: int, metric_name: str = "metric", space: dict | None = None
+) -> dict[str, Any]:
+    """Write topk.json, pareto.json and the two PNGs; return the top-k list and the front.
+
+    `space` ({"space": name, "space_opts": {...}}) is copied into every entry, so that
+    `run.py retrain --arch-file topk.json --rank R` rebuilds the searched macro-architecture.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    best = topk(records, k)
-    front = pareto_front(records)
+    best = [{**e, **(space or {})} for e in topk(records, k)]
+    front = [{**e, **(space or {})} for e in pareto_front(records)]
     _write_json(out_dir / "topk.json", best)
     _write_json(out_dir / "pareto.json", front)
     try:

@@ -188,6 +188,15 @@ def test_lanet_per_stage_lists_and_bad_inputs(tmp_path):
     assert arch_id.startswith("r0-mbconv-") and spec["source"] == "space"
     with pytest.raises(UserError, match="--rank 3"):
         resolve_spec(make_cfg(tmp_path, arch_file=str(topk), rank=3))
+    # search writes the space and its macro options into each entry; --rank R picks entry R
+    other = dict(json.loads(tiny_mbconv_arch()))
+    entries = [{"rank": 0, "arch": json.loads(tiny_mbconv_arch())}, {"rank": 1, "arch": other}]
+    for e in entries:
+        e.update(space="mbconv", space_opts=TINY_MB)
+    topk.write_text(json.dumps(entries))
+    spec, arch_id = resolve_spec(make_cfg(tmp_path, arch_file=str(topk), rank=1))
+    assert arch_id.startswith("r1-mbconv-")
+    assert spec["options"]["stem"] == "cifar" and spec["options"]["width_mult"] == 0.25  # from the file, not defaults
 
 
 def test_bf16_and_nan_guard(tmp_path, monkeypatch):

@@ -52,7 +52,8 @@ def test_end_to_end_with_the_table_evaluator(tmp_path):
         assert r["metric"] == pytest.approx(space.score(arch)) and r["report_metric"] == pytest.approx(-r["metric"])
         assert r["encoding"] == [float(v) for v in space.encode(arch)]
     topk = json.loads((out / "topk.json").read_text())
-    assert [t["rank"] for t in topk] == [1, 2, 3, 4, 5]
+    assert [t["rank"] for t in topk] == [0, 1, 2, 3, 4]  # `run.py retrain --rank R` reads entry R
+    assert all(t["space"] == cfg.space and t["space_opts"] == cfg.space_opts for t in topk)
     assert topk[0]["metric"] == max(r["metric"] for r in records)
     assert space.from_json(topk[0]["arch"]) == space.from_str(topk[0]["str"])
     front = json.loads((out / "pareto.json").read_text())
