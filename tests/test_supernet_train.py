@@ -222,3 +222,16 @@ def test_throughput_benchmark_runs(tmp_path):
     res = main(BenchThroughputConfig(space_opts=TINY, strategies="uniform,fair", batch_size=16, steps=2, json=str(out)))
     assert res["strategies"]["fair"]["subnets_per_step"] == 5 and res["strategies"]["uniform"]["img_s"] > 0
     assert json.loads(out.read_text())["standalone_largest_img_s"] > 0
+    paired = res["uniform_vs_same_subnet"]
+    # the supernet holds every candidate's weights, so it can never need less memory than the subnet
+    assert paired["steps"] == 2 and paired["time_ratio"] > 0 and paired["memory_ratio"] >= 1.0
+
+
+def test_throughput_benchmark_without_a_largest_arch(tmp_path):
+    from supernet.bench_throughput import BenchThroughputConfig, main
+
+    opts = {"ops": "lanas", "nodes": 2, "channels": 4, "blocks": [1, 1]}
+    res = main(BenchThroughputConfig(space="nasnet", space_opts=opts, strategies="uniform", batch_size=8, steps=2))
+    assert res["standalone_largest_img_s"] is None
+    assert res["strategies"]["uniform"]["ratio_to_standalone_largest"] is None
+    assert res["uniform_vs_same_subnet"]["memory_ratio"] >= 1.0
