@@ -133,6 +133,46 @@ def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> t
     return None
 
 
+def find_resume(
+    resume: str, out_dir: Path, metrics: Any, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint a training run continues from, following `--resume` ('' / 'auto' / a path).
+
+    Without --resume an existing `last.pt` is an error (never overwrite a run silently). With it, the
+    newest good checkpoint (see `load_latest`) or None for a fresh start; metrics lines written after
+    that checkpoint are dropped from `metrics` (a `MetricsLogger`), since they will be logged again.
+    """
+    path = Path(resume) if resume not in ("", "auto") else out_dir / "last.pt"
+    if not resume:
+        if path.exists():
+            raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")
+        return None
+    found = load_latest(path, map_location=map_location)
+    if found is None:
+        log.info("no checkpoint in %s: starting from scratch", path.parent)
+        metrics.drop_after(0)  # lines of a run killed before its first checkpoint
+        return None
+    metrics.drop_after(int(found[0].get("step", 0)))
+    return found
+
+
+def check_classes(state: dict[str, Any], used: Path, num_classes: int) -> None:
+    """Refuse a checkpoint trained on another number of classes than the data has."""
+    if state.get("num_classes") != num_classes:
+        raise CheckpointError(
+            f"{used} was trained on {state.get('num_classes')} classes but the data has {num_classes}; "
+            "use the same dataset or a new --run-dir"
+        )
+
+
+def restore_optimization(state: dict[str, Any], optimizer: Any, scheduler: Any, scaler: Any) -> None:
+    """Load the optimizer, schedule and grad-scaler states and the RNG streams of a checkpoint."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from core import distributed
-from core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
-from core.errors import CheckpointError, UserError
+from core.checkpoint import check_classes, find_resume, restore_optimization, rng_state, save_checkpoint
+from core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +63,15 @@ class StateMixin:
         distributed.barrier()
 
     def try_resume(self) -> bool:
-        cfg = self.cfg
-        path = Path(cfg.resume) if cfg.resume not in ("", "auto") else self.out / "last.pt"
-        if not cfg.resume:
-            if path.exists():
-                raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")
-            return False
-        found = load_latest(path, map_location=self.device)
+        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
         if found is None:
-            log.info("no checkpoint in %s: starting from scratch", path.parent)
-            self.metrics.drop_after(0)  # lines of a run killed before its first checkpoint
             return False
         state, used = found
         if state.get("kind") != "retrain":
             raise CheckpointError(
                 f"{used} is a {state.get('kind')!r} checkpoint, not a retrain run; use another --run-dir"
             )
-        if state.get("num_classes") != self.num_classes:
-            raise CheckpointError(
-                f"{used} was trained on {state.get('num_classes')} classes but the data has {self.num_classes}; "
-                "use the same dataset or a new --run-dir"
-            )
+        check_classes(state, used, self.num_classes)
         if state.get("model_spec") != self.spec:
             raise CheckpointError(f"{used} trained another model or head; pass its options or a new --run-dir")
         if (state.get("ema") is None) != (self.ema is None) or (state.get("teacher") is None) == self.online:
@@ -94,13 +81,9 @@ class StateMixin:
             self.ema.module.load_state_dict(state["ema"])
         if self.online:
             self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
         self.step, self.history = int(state["step"]), list(state.get("history") or [])
         self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
-        self.metrics.drop_after(self.step)  # lines logged after this checkpoint come again
-        set_rng_state(state["rng"])
         log.info("resumed %s from %s at step %d (epoch %d)", self.arch_id, used, self.step, state["epoch"])
         return True
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from core import amp as amp_lib
 from core import distributed
-from core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from core.checkpoint import check_classes, find_resume, restore_optimization, rng_state, save_checkpoint
 from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
 from core.errors import CheckpointError, UserError
 from core.optim import make_optimizer
@@ -172,15 +172,8 @@ class SupernetTrainer:
         distributed.barrier()
 
     def try_resume(self) -> bool:
-        path = Path(self.cfg.resume) if self.cfg.resume not in ("", "auto") else self.out / "last.pt"
-        if not self.cfg.resume:
-            if path.exists():
-                raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")
-            return False
-        found = load_latest(path, map_location=self.device)
+        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
         if found is None:
-            log.info("no checkpoint in %s: starting from scratch", path.parent)
-            self.metrics.drop_after(0)  # lines of a run killed before its first checkpoint
             return False
         state, used = found
         if state.get("kind") != "supernet" or state.get("space") != self.cfg.space:
@@ -188,23 +181,15 @@ class SupernetTrainer:
                 f"{used} is a {state.get('kind')} checkpoint of space {state.get('space')!r}, "
                 f"not a supernet of {self.cfg.space!r}; pass the matching --space or another run"
             )
-        if state.get("num_classes") != self.num_classes:
-            raise CheckpointError(
-                f"{used} was trained on {state.get('num_classes')} classes but the data has {self.num_classes}; "
-                "use the same dataset or a new --run-dir"
-            )
+        check_classes(state, used, self.num_classes)
         if state.get("space_opts") != self.space.options():
             raise CheckpointError(
                 f"{used} was trained with space options {state.get('space_opts')}, not {self.space.options()}; "
                 "pass the same --space-opts or a new --run-dir"
             )
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
         self.step, self.best = int(state["step"]), float(state["best"])
-        self.metrics.drop_after(self.step)  # lines logged after this checkpoint come again
-        set_rng_state(state["rng"])
         log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
         return True
 

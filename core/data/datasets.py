@@ -2,6 +2,8 @@
 
 Every dataset is decoded once into uint8 tensors (N, 3, H, W) and cached on disk, which is what
 makes CIFAR-size training fast (see `core.data.loader` for the batched GPU/CPU augmentation).
+An image folder whose decoded training split would exceed `LANAS_EAGER_MAX_GB` (4 GiB by default;
+ImageNet is ~190 GB at 224 px) is instead decoded per batch (`core.data.lazy.LazyImages`), uncached.
 A search split is carved out of the training images by a fixed seed, so architecture estimates
 never touch the test split.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.lazy import FileSource, LazyImages
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,19 +30,25 @@ MINI_ZIP = Path(__file__).with_name("cifar10_mini.zip")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EAGER_MAX_GB = 4.0  # decoded training split (GiB) above which an image folder is decoded per batch
 
 
 @dataclass
 class ImageSet:
-    """Decoded images as one uint8 tensor (N, 3, H, W) with int64 labels."""
+    """Decoded images as one uint8 tensor (N, 3, H, W) with int64 labels.
 
-    images: torch.Tensor
+    For a large image folder `images` is a `LazyImages`, which decodes the rows it is indexed with.
+    """
+
+    images: torch.Tensor | LazyImages
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> ImageSet:
+        if isinstance(self.images, LazyImages):
+            return ImageSet(self.images.subset(index), self.labels[index])
         return ImageSet(self.images[index], self.labels[index])
 
 
@@ -83,7 +92,7 @@ def load_data(
     elif dataset == "imagefolder":
         if not data_dir:
             raise UserError("--dataset imagefolder needs --data-dir ROOT holding train/<class>/ and val/ or test/")
-        train, test, classes = _load_folder_tree(data_dir, image_size)
+        train, test, classes = _load_folder_tree(data_dir, image_size, lazy_ok=True)
         small = train.images.shape[-1] <= 64
         mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
     elif dataset == "synthetic":
@@ -112,11 +121,21 @@ def carve_search_split(train: ImageSet, search_size: int, seed: int = 0) -> tupl
 # ---- image folders and zips ---------------------------------------------------------------------
 
 
-def _load_folder_tree(root: str, image_size: int) -> tuple[ImageSet, ImageSet, list[str]]:
-    """`<root>/train/<class>/*` and `<root>/{val,test}/<class>/*`, from a directory or a zip file."""
+def _load_folder_tree(root: str, image_size: int, *, lazy_ok: bool = False) -> tuple[ImageSet, ImageSet, list[str]]:
+    """`<root>/train/<class>/*` and `<root>/{val,test}/<class>/*`, from a directory or a zip file.
+
+    With `lazy_ok`, a tree whose decoded training split would exceed `LANAS_EAGER_MAX_GB` is returned
+    undecoded (`LazyImages`: decoded per batch, no disk cache); otherwise it is decoded once and cached.
+    """
     path = Path(root)
     if not path.exists():
         raise UserError(f"dataset path {path} does not exist; pass --data-dir pointing at a folder or a zip")
+    tree = None
+    if lazy_ok:
+        tree = _open_tree(path)
+        lazy = _lazy_if_large(path, image_size, *tree)
+        if lazy is not None:
+            return lazy
     cache = _cache_file(path, image_size)
     if cache is not None and cache.exists():
         try:
@@ -124,6 +143,16 @@ def _load_folder_tree(root: str, image_size: int) -> tuple[ImageSet, ImageSet, l
             return ImageSet(*blob["train"]), ImageSet(*blob["test"]), list(blob["classes"])
         except Exception:  # a damaged cache is rebuilt, never trusted
             log.warning("decoded-data cache %s is unreadable; rebuilding it", cache)
+    files, train_dir, test_dir, classes = tree or _open_tree(path)
+    train = _decode_split(files, train_dir, classes, image_size)
+    test = _decode_split(files, test_dir, classes, image_size)
+    if cache is not None:
+        _write_cache(cache, train, test, classes)
+    return train, test, classes
+
+
+def _open_tree(path: Path) -> tuple[_DirTree | _ZipTree, str, str, list[str]]:
+    """The tree's reader, train and test folder names and sorted classes, or `UserError` with the fix."""
     files = _ZipTree(path) if path.is_file() else _DirTree(path)
     train_dir = files.find_split(("train",))
     test_dir = files.find_split(("val", "test"))
@@ -135,11 +164,75 @@ def _load_folder_tree(root: str, image_size: int) -> tuple[ImageSet, ImageSet, l
     test_classes = sorted(files.classes(test_dir))
     if test_classes != classes:
         raise UserError(f"{path}: the class folders of {train_dir} and {test_dir} differ")
-    train = _decode_split(files, train_dir, classes, image_size)
-    test = _decode_split(files, test_dir, classes, image_size)
-    if cache is not None:
-        _write_cache(cache, train, test, classes)
+    return files, train_dir, test_dir, classes
+
+
+def _eager_max_bytes() -> float:
+    raw = os.environ.get("LANAS_EAGER_MAX_GB", "")
+    try:
+        return float(raw or EAGER_MAX_GB) * 2**30
+    except ValueError:
+        raise UserError(f"LANAS_EAGER_MAX_GB={raw!r} is not a number of GiB; set it to e.g. 4 or unset it") from None
+
+
+def _lazy_if_large(
+    path: Path, image_size: int, files: _DirTree | _ZipTree, train_dir: str, test_dir: str, classes: list[str]
+) -> tuple[ImageSet, ImageSet, list[str]] | None:
+    """Undecoded train and test sets when the decoded train split would pass the limit, else None.
+
+    The size is `image_size`, or with 0 the first training image's own (read from its header, as the
+    eager path keeps every image's size and requires them all to agree); each batch checks the rest.
+    """
+    train_items = _items(files, train_dir, classes)
+    if not train_items:
+        raise UserError(f"no images under {train_dir}/")
+    if image_size:
+        h = w = image_size
+    else:
+        w, h = _header_size(_read(files, train_items[0][0]), train_items[0][0])
+    need, limit = len(train_items) * 3 * h * w, _eager_max_bytes()
+    if need <= limit:
+        return None
+    test_items = _items(files, test_dir, classes)
+    if not test_items:
+        raise UserError(f"no images under {test_dir}/")
+    names = [name for name, _ in train_items + test_items]
+    source = FileSource(path, names, is_zip=isinstance(files, _ZipTree), fit=image_size, hw=(h, w))
+    log.info(
+        "%s: %d training images at %dx%d would take %.3g GiB decoded, over the %.3g GiB limit "
+        "(LANAS_EAGER_MAX_GB); images are decoded per batch (%d threads), not cached",
+        path, len(train_items), w, h, need / 2**30, limit / 2**30, source.threads,
+    )  # fmt: skip
+    n = len(train_items)
+
+    def labels(items: list[tuple[str, int]]) -> torch.Tensor:
+        return torch.tensor([label for _, label in items], dtype=torch.int64)
+
+    train = ImageSet(LazyImages(source, torch.arange(n)), labels(train_items))
+    test = ImageSet(LazyImages(source, torch.arange(n, n + len(test_items))), labels(test_items))
     return train, test, classes
+
+
+def _items(files: _DirTree | _ZipTree, split: str, classes: list[str]) -> list[tuple[str, int]]:
+    """(file name, label) of every image of `split`, classes in order, names sorted within a class."""
+    return [(name, label) for label, cls in enumerate(classes) for name in files.images(split, cls)]
+
+
+def _read(files: _DirTree | _ZipTree, name: str) -> bytes:
+    try:
+        return files.read(name)
+    except Exception as exc:  # an unreadable file is reported like an undecodable one
+        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
+
+
+def _header_size(raw: bytes, name: str) -> tuple[int, int]:
+    """(width, height) of an image from its header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        return Image.open(io.BytesIO(raw)).size
+    except Exception as exc:
+        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
 
 
 class _DirTree:
@@ -191,26 +284,42 @@ class _ZipTree:
 
 
 def _decode_split(files: _DirTree | _ZipTree, split: str, classes: list[str], image_size: int) -> ImageSet:
-    from PIL import Image
     from tqdm import tqdm
 
-    items = [(name, label) for label, cls in enumerate(classes) for name in files.images(split, cls)]
+    items = _items(files, split, classes)
     if not items:
         raise UserError(f"no images under {split}/")
     arrays, labels = [], []
     quiet = log.getEffectiveLevel() > logging.INFO or not os.isatty(2)
     for name, label in tqdm(items, desc=f"decoding {split}", disable=quiet, leave=False):
-        try:
-            img = Image.open(io.BytesIO(files.read(name))).convert("RGB")
-        except Exception as exc:
-            raise UserError(f"cannot decode image {name}: {exc}") from None
-        arrays.append(np.asarray(_fit(img, image_size), dtype=np.uint8))
+        arrays.append(decode_image(_read(files, name), name, image_size))
         labels.append(label)
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise UserError(f"images under {split}/ differ in size; pass --image-size N to resize them")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64))
+
+
+def decode_image(raw: bytes, name: str, size: int) -> np.ndarray:
+    """One encoded image as uint8 (H, W, 3) RGB, fitted to `size` (`_fit`); both load paths use this."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(raw)).convert("RGB")
+    except Exception as exc:
+        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
+    return np.asarray(_fit(img, size), dtype=np.uint8)
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for a decode failure (PIL's messages can name an in-memory buffer)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file PIL can read (truncated, corrupt or another format)"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no details'}"
 
 
 def _fit(img: object, size: int) -> object:
