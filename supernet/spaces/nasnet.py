@@ -130,6 +130,19 @@ class NasnetSpace(Space):
             )
         return self._join(cells)
 
+    def fair_archs(self, rng: np.random.Generator) -> list[CellArch]:
+        """len(ops) archs in which every op of every edge slot appears exactly once (FairNAS's strict
+        fairness); each slot's input is drawn once and shared by the len(ops) archs."""
+        slots = (self.n_normal + self.n_reduce) * 2 * self.nodes
+        inputs = [int(rng.integers((i % (2 * self.nodes)) // 2 + 2)) for i in range(slots)]
+        perms = [rng.permutation(len(self.ops)) for _ in range(slots)]
+        archs = []
+        for k in range(len(self.ops)):
+            edges = [(inputs[i], self.ops[int(perms[i][k])]) for i in range(slots)]
+            e = 2 * self.nodes
+            archs.append(self._join([tuple(edges[c * e : (c + 1) * e]) for c in range(slots // e)]))
+        return archs
+
     def validate(self, arch: CellArch) -> None:
         if not isinstance(arch, CellArch):
             raise ArchError(f"nasnet: expected a CellArch, got {type(arch).__name__}")
