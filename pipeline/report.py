@@ -125,10 +125,12 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     from pipeline.run import _test_acc
 
-    cost = r.get("cost") or r
+    cost = r.get("complexity") or r.get("cost") or r  # retrain's report.json keeps them under "complexity"
+    ema = (r.get("final") or {}).get("ema_test_top1")
     return {
         "model": r["arch_id"],
         "test top-1 (%)": _test_acc(r),
+        "EMA test top-1 (%)": ema,
         "params (M)": cost.get("params_m", cost.get("params")),
         "MFLOPs": cost.get("mflops"),
         "MicroNet score": cost.get("micronet_score", r.get("micronet_score")),

@@ -77,6 +77,13 @@ def test_report_files_and_plots(killed_and_rerun):
     md = (run_dir / "report.md").read_text()
     html = (run_dir / "report.html").read_text()
     assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| top1 |")).split("|")[2:-1]
+    top1 = json.loads((run_dir / "retrain" / "top1" / "report.json").read_text())
+    acc, _, params, mflops, score = (cell.strip() for cell in row)  # EMA column: "-" without EMA
+    assert float(acc) == top1["final"]["test_top1"]
+    assert float(params) == pytest.approx(top1["complexity"]["params_m"], rel=1e-3)
+    assert float(mflops) == pytest.approx(top1["complexity"]["mflops"], rel=1e-3)
+    assert float(score) == pytest.approx(top1["complexity"]["micronet_score"], rel=1e-3)
     assert html.count("data:image/png;base64,") == 4
     for name in ("supernet.png", "best_so_far.png", "scatter.png", "arch.png"):
         with Image.open(run_dir / "report" / name) as img:
