@@ -150,3 +150,16 @@ def test_lanas_proposes_new_archs_with_1000_observations():
         assert len(a) == 1 and space.canonical(a[0]) not in seen
         seen.add(space.canonical(a[0]))
         s.observe(a, [space.score(a[0])])
+
+
+def test_lanas_kick_restarts_from_perturbations_of_the_best():
+    space = ToySpace(decisions=6, choices=4, seed=5)
+    s = LaNAS(space, 0, restart=4, kick=2, init_samples=3)
+    run(s, space, 60)
+    assert s._epoch > 0  # at least one climb was restarted
+    assert len({space.canonical(a) for a in s.archs}) == len(s.archs)
+    best = s._fin_archs[int(np.argmax(s._y[: s._epoch]))]  # the best before the last restart
+    kicked = s.archs[s._epoch : s._epoch + 3]  # the new climb's first proposals
+    assert all(0 < sum(x != y for x, y in zip(a, best)) <= 2 for a in kicked)
+    with pytest.raises(UserError):
+        make_searcher("lanas", space, 0, kick=-1)

@@ -15,7 +15,9 @@ parent, ..., then the second best of each) and proposes the one-decision mutatio
 the region and that the node's ridge model predicts best (`select="model"`). The tree decides where
 to look, the linear model which neighbour to try first; members whose neighbourhood is used up are
 skipped, and when every neighbourhood on the path is used up a uniform sample from the region
-(`explore`) restarts the climb elsewhere. See docs/search_benchmark.md for what each part is worth.
+(`explore`) restarts the climb elsewhere. After `restart` observations without progress the climb
+restarts from `kick`-edit perturbations of the best arch (iterated local search), which gets it out
+of local optima that a linear model cannot see past. See docs/search_benchmark.md for what each part is worth.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class LaNAS(Searcher):
         n_random: int = 200,
         top_parents: int = 5,
         mutations: int = 30,
-        restart: int = 0,
+        restart: int = 20,
+        kick: int = 5,
     ) -> None:
         super().__init__(space, rng_seed, constraint)
         check_opt(height >= 1, f"lanas: height must be >= 1, got {height}")
@@ -78,6 +81,8 @@ class LaNAS(Searcher):
         self.n_random, self.top_parents, self.mutations = int(n_random), int(top_parents), int(mutations)
         check_opt(restart >= 0, f"lanas: restart must be >= 0 (0: never), got {restart}")
         self.restart = int(restart)
+        check_opt(kick >= 0, f"lanas: kick must be >= 0 (0: restart from uniform samples), got {kick}")
+        self.kick = int(kick)
         self._epoch = 0  # index into the finite observations where the current climb started
         self._enc: list[np.ndarray] = []  # encodings of finite observations, same order as _y
         self._X = np.zeros((0, 0))  # the same, stacked (see _matrix)
@@ -166,7 +171,9 @@ class LaNAS(Searcher):
 
     def _restarting(self, proposed: int) -> bool:
         """Iterated local search: after `restart` observations without a better arch in the current
-        climb, start a new climb from `init_samples` uniform samples of the chosen leaf's region."""
+        climb, start a new climb from `init_samples` uniform samples of the chosen leaf's region, or
+        with `kick` > 0 from `init_samples` perturbations of the best arch so far (`kick` random
+        one-decision mutations each), the classic ILS kick into a neighbouring basin."""
         if not self.restart or self.sampler != "mutation":
             return False
         ys = self._y[self._epoch :]
@@ -191,6 +198,10 @@ class LaNAS(Searcher):
         else:
             plan = [] if restarting else [(nid, k) for k in range(self.top_parents) for nid in path]
             plan += [(nid, "uniform") for nid in path]
+        if restarting and self.kick:
+            arch = self._kicked()
+            if arch is not None:
+                return arch, -1
         for nid, stage in plan:
             arch = self._pick(nid, stage)
             if arch is not None:
@@ -263,6 +274,17 @@ class LaNAS(Searcher):
         """Distinct one-decision mutations of `parents` (`mutations` draws each; may leave the region)."""
         mutate: Callable[[Arch, np.random.Generator], Arch] = self.space.mutate
         return list({mutate(p, self.rng): None for p in parents for _ in range(self.mutations)})
+
+    def _kicked(self, tries: int = 100) -> Arch | None:
+        """A new feasible arch `kick` random mutations away from the best observed one (bounded)."""
+        best = self._fin_archs[int(np.argmax(self._y))]
+        for _ in range(tries):
+            arch = best
+            for _ in range(self.kick):
+                arch = self.space.mutate(arch, self.rng)
+            if self.is_new(arch):
+                return arch
+        return None
 
     def _uniform(self) -> list[Arch]:
         """`n_random` uniform samples: the rejection-sampling pool, so the loop is bounded."""
