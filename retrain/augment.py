@@ -118,7 +118,7 @@ class AugmentLoader(TensorLoader):
 
     def batch(self, sel: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         opt = self.options
-        x, y = self.images[sel].float(), self.labels[sel]
+        x, y = self.pixels(sel).float(), self.labels[sel]
         with seeded(seed_of(self.seed, self.epoch, batch_index, 17), self.device):
             gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, batch_index, 1))
             if opt.crop_padding or opt.flip:

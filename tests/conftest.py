@@ -41,3 +41,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict
         timeout=timeout,
         env=full_env,
     )
+
+
+def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 300):
+    """Run `torchrun --standalone --nproc_per_node N script args...` (gloo, one thread per rank)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return subprocess.run(
+        [*cmd, str(script), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )

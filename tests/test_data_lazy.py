@@ -121,6 +121,34 @@ def test_loader_batches_identical(tree, monkeypatch):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_lazy_batches_are_decoded_one_ahead_in_a_thread(tree, monkeypatch):
+    import threading
+
+    from retrain.augment import AugmentLoader, AugmentOptions
+
+    eager, lazy = _both(tree, monkeypatch, image_size=32, search_size=6)
+    threads = []
+    decode = LazyImages.__getitem__
+
+    def spy(self, key):
+        threads.append(threading.current_thread().name)
+        return decode(self, key)
+
+    monkeypatch.setattr(LazyImages, "__getitem__", spy)
+    kw = dict(mean=eager.mean, std=eager.std, shuffle=True, augment=TRAIN_AUGMENT, seed=3)
+    b = TensorLoader(lazy.train, 8, **kw)
+    first = next(iter(b))  # a generator closed early shuts its prefetch thread down cleanly
+    assert threads and all(name.startswith("prefetch") for name in threads)
+    again = list(b.iter_from(0))
+    assert torch.equal(first[0], again[0][0])
+    for (xa, ya), (xb, yb) in zip(TensorLoader(eager.train, 8, **kw), again):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    opts = AugmentOptions(crop_padding=4, flip=True, cutout=8, policy="randaugment")
+    aug = dict(mean=eager.mean, std=eager.std, shuffle=True, seed=3, options=opts, num_classes=3)
+    for (xa, ya), (xb, yb) in zip(AugmentLoader(eager.train, 8, **aug), AugmentLoader(lazy.train, 8, **aug)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_size_zero_from_first_image(tmp_path, monkeypatch):
     monkeypatch.setenv("LANAS_CACHE", str(tmp_path / "cache"))
     same = _write_tree(tmp_path / "same", mixed=False, train=4, val=2)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import torch
 
 from core import distributed as dist
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_torchrun
 
 
 def test_single_process_fallbacks():
@@ -23,18 +20,7 @@ def test_single_process_fallbacks():
 
 def test_torchrun_two_ranks_gloo(tmp_path):
     out = tmp_path / "res"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "tests" / "dist_helper_worker.py"),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    proc = run_torchrun(ROOT / "tests" / "dist_helper_worker.py", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads((tmp_path / f"res.{r}").read_text()) for r in range(2)]
     for r, res in enumerate(results):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from core.jsonl import read_jsonl
 from supernet.config import SupernetConfig
 from supernet.train import SupernetTrainer
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_torchrun
 
 
 def test_two_rank_search_matches_one_rank(tmp_path):
@@ -54,26 +50,7 @@ def test_two_rank_search_matches_one_rank(tmp_path):
     ]
     one = run_cli(*args, "--run-dir", str(tmp_path / "one"), timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(ROOT / "run.py"),
-            *args,
-            "--run-dir",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
+    two = run_torchrun(ROOT / "run.py", *args, "--run-dir", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     a = read_jsonl(tmp_path / "one" / "search" / "journal.jsonl")
     b = read_jsonl(tmp_path / "two" / "search" / "journal.jsonl")

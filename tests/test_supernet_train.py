@@ -184,24 +184,10 @@ def test_sandwich_distillation_comes_from_largest():
 
 def test_ddp_two_ranks_identical(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, run_torchrun
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "tests" / "ddp_supernet_worker.py"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    proc = run_torchrun(ROOT / "tests" / "ddp_supernet_worker.py", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0, w1 = (torch.load(tmp_path / f"weights.{r}.pt", weights_only=True) for r in range(2))
     for k in w0:

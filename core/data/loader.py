@@ -9,12 +9,14 @@ resumed in the middle of an epoch sees exactly the batches an uninterrupted run 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from core.data.datasets import ImageSet
+from core.data.lazy import LazyImages
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,35 @@ class TensorLoader:
         return self.iter_from(0)
 
     def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of the current epoch, starting at `start_batch` (for resuming mid-epoch)."""
+        """Batches of the current epoch, starting at `start_batch` (for resuming mid-epoch).
+
+        Images decoded per batch (`core.data.lazy`) are decoded one batch ahead in a background
+        thread, so decoding overlaps the training step; the batches are the same either way.
+        """
         idx = self.order().to(self.device)
-        for b in range(start_batch, len(self)):
-            sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.batch(sel, b)
+        sels = [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start_batch, len(self))]
+        if not isinstance(self.images, LazyImages) or not sels:
+            for b, sel in enumerate(sels, start_batch):
+                yield self.batch(sel, b)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+            ahead = pool.submit(self.images.__getitem__, sels[0])
+            for i, sel in enumerate(sels):
+                self._ready = (sel, ahead.result())
+                if i + 1 < len(sels):
+                    ahead = pool.submit(self.images.__getitem__, sels[i + 1])
+                yield self.batch(sel, start_batch + i)
+        self._ready = None
+
+    def pixels(self, sel: torch.Tensor) -> torch.Tensor:
+        """The uint8 images of `sel` (from the prefetched batch when it is that one)."""
+        ready = getattr(self, "_ready", None)
+        if ready is not None and ready[0] is sel:
+            return ready[1]
+        return self.images[sel]
 
     def batch(self, sel: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[sel].float()
+        x = self.pixels(sel).float()
         if self.augment != Augment():
             gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, batch_index, 1))
             x = augment_batch(x, self.augment, gen)
