@@ -20,18 +20,24 @@ log = logging.getLogger(__name__)
 
 
 def setup_logging(quiet: bool = False, log_file: str | Path | None = None) -> None:
-    """Console logging (warnings only with `quiet`) plus an optional text log in the run directory."""
+    """Console logging (warnings only with `quiet`) plus an optional text log in the run directory.
+
+    Under torchrun only rank 0 logs progress and writes the text log; the other ranks print their
+    warnings and errors, marked with their rank.
+    """
+    rank = int(os.environ.get("RANK", "0") or 0)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):
         if getattr(handler, "_lanas", False):
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.WARNING if quiet else logging.INFO)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    console.setLevel(logging.WARNING if quiet or rank else logging.INFO)
+    tag = f"[rank {rank}] " if rank else ""
+    console.setFormatter(logging.Formatter(f"%(asctime)s %(levelname).1s {tag}%(message)s", "%H:%M:%S"))
     console._lanas = True  # type: ignore[attr-defined]
     root.addHandler(console)
-    if log_file is not None:
+    if log_file is not None and not rank:
         fh = logging.FileHandler(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         fh._lanas = True  # type: ignore[attr-defined]
