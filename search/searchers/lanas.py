@@ -48,7 +48,7 @@ class LaNAS(Searcher):
         rng_seed: int,
         constraint: Constraint | None = None,
         height: int = 3,
-        init_samples: int = 5,
+        init_samples: int = 12,
         rebuild_every: int = 1,
         rebuild_growth: float = 0.02,
         cp: float = 0.25,
