@@ -47,14 +47,18 @@ class BenchThroughputConfig:
     json: str = opt("", "write the figures to this JSON file")
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(step: Any, steps: int) -> float:
     """Median seconds per call of `step()` over `steps` calls after 2 warm-up calls."""
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
         step()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _sync()
         if i >= 2:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -84,11 +88,6 @@ def standalone_step(trainer: Any) -> Any:
         optimizer.step()
 
     return step
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _call_with(net: torch.nn.Module, arch: Any, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,7 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
         self.epoch = 0
+        self._ready: tuple[torch.Tensor, torch.Tensor] | None = None  # (sel, decoded) prefetched for lazy images
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -104,9 +105,8 @@ class TensorLoader:
 
     def pixels(self, sel: torch.Tensor) -> torch.Tensor:
         """The uint8 images of `sel` (from the prefetched batch when it is that one)."""
-        ready = getattr(self, "_ready", None)
-        if ready is not None and ready[0] is sel:
-            return ready[1]
+        if self._ready is not None and self._ready[0] is sel:
+            return self._ready[1]
         return self.images[sel]
 
     def batch(self, sel: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
