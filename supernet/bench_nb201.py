@@ -77,6 +77,9 @@ class BenchNB201Config(CommonConfig):
     sandwich_k: int = opt(2, "sandwich: random subnets per step besides the largest and the smallest")
     fewshot_edge: int = opt(0, "few-shot: the edge (0..5) whose op splits the supernet into 5 sub-supernets")
     fewshot_share: float = opt(0.5, "few-shot: budget share of the shared one-shot phase before the split")
+    fewshot_inner: str = opt(
+        "uniform", "few-shot: sampling rule of the shared phase and each sub-supernet", choices=("uniform", "sandwich")
+    )
     eval_batch: int = opt(500, "evaluation batch size")
     reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
     json: str = opt("", "write all figures to this JSON file")
@@ -197,6 +200,8 @@ def _signature(cfg: BenchNB201Config, strategy: str) -> dict[str, Any]:
     sig = {k: getattr(cfg, k) for k in keys} | {"strategy": strategy}
     if strategy == "fewshot":
         sig |= {"fewshot_edge": cfg.fewshot_edge, "fewshot_share": cfg.fewshot_share}
+        if cfg.fewshot_inner != "uniform":  # older records (uniform only) stay reusable
+            sig["fewshot_inner"] = cfg.fewshot_inner
     return sig
 
 
@@ -226,12 +231,13 @@ def train_supernet(cfg: BenchNB201Config, strategy: str, root: Path) -> tuple[di
 
 def _train_fewshot(cfg: BenchNB201Config, out: Path, budget: float) -> dict[str, Any]:
     share = cfg.fewshot_share
-    base = SupernetTrainer(supernet_config(cfg, "uniform", out / "base"))
+    inner = cfg.fewshot_inner  # under sandwich, each sub-supernet's largest (edge op fixed) is its teacher
+    base = SupernetTrainer(supernet_config(cfg, inner, out / "base"))
     stats: dict[str, Any] = {"base": train_for(base, cfg, budget * share, 0.0, share)}
     weights = {k: v.clone() for k, v in base.net.state_dict().items()}
     del base
     for op in OPS:  # every sub-supernet starts from the shared weights and continues the cosine
-        sub = SupernetTrainer(supernet_config(cfg, "uniform", out / f"split-{op}"))
+        sub = SupernetTrainer(supernet_config(cfg, inner, out / f"split-{op}"))
         sub.net.load_state_dict(weights)
         sub.sampler = EdgeSplitSampler(sub.sampler, cfg.fewshot_edge, op)
         stats[op] = train_for(sub, cfg, budget * (1 - share) / len(OPS), share, 1.0)

@@ -163,3 +163,23 @@ def test_fewshot_dispatches_to_its_sub_supernet_and_reuses(tmp_path):
     assert any(not torch.equal(w_none[k], w_conv[k]) for k in w_none)  # the sub-supernets were fine-tuned apart
     again = main(cfg)  # same settings: the trained sub-supernets are reused, not retrained
     assert again["supernets"]["fewshot"].get("reused") is True
+
+
+def test_fewshot_sandwich_teaches_with_each_sub_supernets_largest(tmp_path):
+    from supernet.nets.nb201 import OPS
+
+    cfg = _cfg(tmp_path, strategies=["fewshot"], fewshot_inner="sandwich", fewshot_edge=3, max_steps=1, recal=[32],
+               n_archs=5, n_top=0, search_on="none")  # fmt: skip
+    stats = main(cfg)["supernets"]["fewshot"]
+    assert stats["base"]["paths_per_step"] == 2 + cfg.sandwich_k  # largest, smallest and k random
+    assert all(stats[op]["paths_per_step"] == 2 + cfg.sandwich_k for op in OPS)
+    saved = json.loads((tmp_path / "fewshot" / "train.json").read_text())
+    assert saved["signature"]["fewshot_inner"] == "sandwich"  # a uniform few-shot supernet is not reused for it
+    sampler = EdgeSplitSampler(_StubSampler(), edge=3, op="skip_connect")
+    assert all(a[3] == "skip_connect" for a in sampler.archs(0))
+    assert sampler.archs(0)[0][:3] == ("nor_conv_3x3",) * 3  # the teacher: the largest with the edge fixed
+
+
+class _StubSampler:
+    def archs(self, step):
+        return [("nor_conv_3x3",) * 6, ("none",) * 6]
