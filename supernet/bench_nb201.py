@@ -199,9 +199,7 @@ def _signature(cfg: BenchNB201Config, strategy: str) -> dict[str, Any]:
             "batch_size", "lr", "min_lr", "weight_decay", "warmup", "sandwich_k")  # fmt: skip
     sig = {k: getattr(cfg, k) for k in keys} | {"strategy": strategy}
     if strategy == "fewshot":
-        sig |= {"fewshot_edge": cfg.fewshot_edge, "fewshot_share": cfg.fewshot_share}
-        if cfg.fewshot_inner != "uniform":  # older records (uniform only) stay reusable
-            sig["fewshot_inner"] = cfg.fewshot_inner
+        sig |= {k: getattr(cfg, k) for k in ("fewshot_edge", "fewshot_share", "fewshot_inner")}
     return sig
 
 
