@@ -35,7 +35,7 @@ from core.config import CommonConfig, opt
 from core.errors import UserError
 from supernet.config import SupernetConfig
 from supernet.nets.nb201 import EDGES, OPS
-from supernet.ranking import correlation_report, scatter_plot
+from supernet.ranking import correlation_report, rankdata, scatter_plot
 from supernet.spaces.base import make_space
 from supernet.train import SupernetTrainer
 
@@ -335,6 +335,27 @@ def correlations(score: np.ndarray, sample: dict[str, Any], cfg: BenchNB201Confi
     }
 
 
+def op_bias(archs: list[Hashable], score: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Where a ranking errs, per edge and op: the mean of (truth percentile - score percentile) over the
+    cells with that op on that edge. Negative: the scorer overvalues the op there; positive: it
+    undervalues it. A scorer whose errors are noise gives values near 0 everywhere."""
+    n = len(archs)
+    if n < 2:
+        return {}
+    residual = (rankdata(np.asarray(truth, float)) - rankdata(np.asarray(score, float))) / n
+    out: dict[str, dict[str, float]] = {}
+    for e, (to, frm) in enumerate(EDGES):
+        ops = np.array([arch[e] for arch in archs])
+        out[f"{to}<-{frm}"] = {op: round(float(residual[ops == op].mean()), 4) for op in OPS if (ops == op).any()}
+    return out
+
+
+def worst_bias(bias: dict[str, dict[str, float]], k: int = 3) -> list[tuple[str, str, float]]:
+    """The k (edge, op, bias) entries of `op_bias` with the largest magnitude."""
+    flat = [(edge, op, v) for edge, per_op in bias.items() for op, v in per_op.items()]
+    return sorted(flat, key=lambda t: -abs(t[2]))[:k]
+
+
 def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tuple[dict[str, Any], np.ndarray]:
     t0 = time.monotonic()
     score = np.zeros(len(sample["archs"]))
@@ -344,6 +365,8 @@ def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tupl
             log.info("  scored %d/%d archs in %.0f s", i + 1, len(score), time.monotonic() - t0)
     seconds = time.monotonic() - t0
     report = correlations(score, sample, cfg)
+    n = sample["n_uniform"]
+    report["op_bias"] = op_bias(sample["archs"][:n], score[:n], sample["truth"][:n])
     report.update({"eval_seconds": round(seconds, 1), "s_per_arch": round(seconds / len(score), 3)})
     return report, score
 
@@ -444,6 +467,8 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
             result["scores"][name] = score.tolist()
             panels[name] = (score[:n], sample["truth"][:n], report["uniform"]["tau"])
             log.info("%s: tau %.3f top10 tau %.3f", name, report["uniform"]["tau"], report["top10"]["tau"])
+            log.info("  largest op biases (truth - score percentile; < 0: overvalued): %s",
+                     ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(report["op_bias"])))  # fmt: skip
             if i == 0 and (cfg.search_on == "all" or (cfg.search_on == "first" and strategy == cfg.strategies[0])):
                 t0 = time.monotonic()
                 result["search"][name] = run_search(ev, space, rows, cfg)

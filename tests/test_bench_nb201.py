@@ -11,7 +11,15 @@ import pytest
 import scipy.stats
 
 from core.errors import UserError
-from supernet.bench_nb201 import BenchNB201Config, EdgeSplitSampler, FewShotEvaluator, TimeCosine, main
+from supernet.bench_nb201 import (
+    BenchNB201Config,
+    EdgeSplitSampler,
+    FewShotEvaluator,
+    TimeCosine,
+    main,
+    op_bias,
+    worst_bias,
+)
 from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
 from tests.conftest import NB201_CSV, ROOT
 
@@ -111,6 +119,21 @@ def _table_truth(column="c10_test_200ep"):
         return {row["arch"]: float(row[column]) for row in csv.DictReader(fh)}
 
 
+def test_op_bias_finds_an_overvalued_op_on_one_edge():
+    rng = np.random.default_rng(0)
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    archs = [tuple(ops[i] for i in rng.integers(5, size=6)) for _ in range(300)]
+    truth = rng.normal(size=300)
+    bonus = np.array([3.0 if a[3] == "nor_conv_3x3" else 0.0 for a in archs])  # edge 3 is 3<-0
+    honest = op_bias(archs, truth + 0.1 * rng.normal(size=300), truth)
+    assert max(abs(v) for per_op in honest.values() for v in per_op.values()) < 0.05
+    biased = op_bias(archs, truth + bonus, truth)
+    edge, op, value = worst_bias(biased, k=1)[0]
+    assert (edge, op) == ("3<-0", "nor_conv_3x3") and value < -0.2  # overvalued: scored above its truth
+    assert all(v > 0 for o, v in biased["3<-0"].items() if o != "nor_conv_3x3")  # the others pay for it
+    assert set(biased) == {"1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"}
+
+
 def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
     cfg = _cfg(tmp_path, json=str(tmp_path / "out.json"))
     result = main(cfg)
@@ -128,6 +151,7 @@ def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
         expected = scipy.stats.kendalltau(score[:n], [truth[a] for a in archs[:n]])[0]
         assert rep["tau"] == pytest.approx(expected, abs=1e-12)
         assert -1 <= rep["tau"] <= 1 and -1 <= rep["tau_ci"][0] <= rep["tau_ci"][1] <= 1
+        assert len(saved["ranking"][name]["op_bias"]) == 6
     runs = saved["search"]["uniform/recal32"]
     assert set(runs) >= {"lanas", "evolution", "random", "seconds"}
     for name in ("lanas", "evolution", "random"):
