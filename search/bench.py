@@ -7,7 +7,9 @@ the table's best value of the searched metric, and the mean best metric (and the
 the best arch so far) after 50, 100, 200 and 500 evaluations, and plots the mean best-so-far curves.
 
 Protocols on nb201.csv: (a) `--metric c10_test_200ep`; (b) `--metric c10_valid_12ep
---report-metric c10_test_200ep` (search on the cheap proxy, report the final test accuracy).
+--report-metric c10_test_200ep` (search on the cheap proxy, report the final test accuracy); (c) as
+(b) with `--noise SD`: the proxy observed with a fixed per-arch error, like a supernet's scores.
+"Evaluations to the best" counts until the arch with the best *true* metric is evaluated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import math
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +35,27 @@ CHECKPOINTS = (50, 100, 200, 500)
 
 
 class _Lookup:
-    """Table values by arch object, memoised (to_str once per distinct arch across all runs)."""
+    """Table values by arch object, memoised (to_str once per distinct arch across all runs).
 
-    def __init__(self, space: Space, rows: dict[str, tuple[float, ...]]) -> None:
-        self.space, self.rows, self.memo = space, rows, {}
+    With `noise` > 0 the searched metric is observed with a fixed Gaussian error per (seed, arch), of
+    that standard deviation: each seed searches its own noisy landscape, as each trained supernet
+    scores cells with its own errors, and an arch evaluated twice in one run gets the same value."""
 
-    def __call__(self, arch: Any) -> tuple[float, float]:
+    def __init__(self, space: Space, rows: dict[str, tuple[float, ...]], noise: float = 0.0) -> None:
+        self.space, self.rows, self.noise, self.memo = space, rows, noise, {}
+
+    def __call__(self, arch: Any, seed: int = 0) -> tuple[float, float, float]:
+        """(observed metric, true metric, report metric)."""
         hit = self.memo.get(arch)
         if hit is None:
-            values = self.rows[self.space.to_str(arch)]
-            hit = self.memo[arch] = (values[0], values[-1])
-        return hit
+            key = self.space.to_str(arch)
+            values = self.rows[key]
+            hit = self.memo[arch] = (values[0], values[-1], zlib.crc32(key.encode()))
+        metric, report, key_hash = hit
+        observed = metric
+        if self.noise > 0:
+            observed += self.noise * float(np.random.default_rng([seed, key_hash]).standard_normal())
+        return observed, metric, report
 
 
 def run_one(name: str, seed: int, space: Space, lookup: _Lookup, target: float, cfg: BenchSearchConfig) -> dict:
@@ -55,11 +68,11 @@ def run_one(name: str, seed: int, space: Space, lookup: _Lookup, target: float, 
         archs = searcher.propose(min(cfg.batch, cfg.budget - len(curve)))
         if not archs:
             break  # the space is used up
-        values = [lookup(a) for a in archs]
+        values = [lookup(a, seed) for a in archs]
         searcher.observe(archs, [v[0] for v in values])
-        for metric, report in values:
-            if metric > best:
-                best, best_report = metric, report
+        for observed, metric, report in values:
+            if observed > best:  # what the search would return: its best *observed* arch
+                best, best_report = observed, report
             curve.append(best)
             report_curve.append(best_report)
             if hit is None and metric >= target:
@@ -107,7 +120,7 @@ def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict
     report = cfg.report_metric or cfg.metric
     rows = load_table(cfg.table, cfg.arch_column, (cfg.metric, report))
     target = max(v[0] for v in rows.values())
-    lookup = _Lookup(space, rows)
+    lookup = _Lookup(space, rows, cfg.noise)
     names = [s.strip() for s in cfg.searchers.split(",") if s.strip()]
     summary: dict[str, Any] = {"metric": cfg.metric, "report_metric": report, "target": target, "searchers": {}}
     curves = {}

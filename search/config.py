@@ -6,6 +6,7 @@ help becomes `--help`), and values are checked on construction with a one-line `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,11 @@ class BenchSearchConfig:
     plot: str = opt("", "write the mean best-so-far curves to this PNG")
     overhead_space: str = opt("", "also time LaNAS per proposal with 1,000 observations on this space (e.g. nasnet)")
     quiet: bool = opt(False, "no progress bar")
+    noise: float = opt(0.0, "observe the metric with a fixed Gaussian error of this SD per (seed, arch)")
 
     def __post_init__(self) -> None:
+        if not (self.noise >= 0 and math.isfinite(self.noise)):
+            raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
         if not self.table:
             raise UserError("bench-search needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
         if self.seeds < 1 or self.budget < 1 or self.batch < 1:
