@@ -1,0 +1,76 @@
+"""Compare the rankings of several `run.py bench-nb201` results on their common draw of cells.
+
+    python scripts/nb201_compare.py docs/bench/nb201-70min-sandwich.json:sandwich/recal500 \
+        docs/bench/nb201-n2-100min-sandwich.json:sandwich/recal500
+
+Each argument is RESULT_JSON:SCORE_KEY (a key of the result's "scores"). Per ranking it prints
+Kendall's tau and Spearman's rho on the uniform draw, the mean supernet score by op on the
+input-to-output edge (3<-0) among all scored cells above 93% in the table, and the largest per-edge op biases
+(`supernet.bench_nb201.op_bias`). With two or more rankings it also prints the rank-averaged
+ensemble. All results must hold the same drawn cells (same --sample-seed and --n-archs).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supernet.bench_nb201 import op_bias, worst_bias  # noqa: E402
+from supernet.nets.nb201 import OPS  # noqa: E402
+from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho  # noqa: E402
+from supernet.spaces.base import make_space  # noqa: E402
+
+
+def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: int) -> None:
+    """tau, rho and op biases on the uniform draw (the first n); edge-3 means on every scored cell."""
+    tau, rho = kendall_tau(score[:n], truth[:n]), spearman_rho(score[:n], truth[:n])
+    lo, hi = bootstrap_ci(kendall_tau, score[:n], truth[:n], 1000, 0)
+    good = truth > 93.0
+    by_op = {op: score[good & np.array([a[3] == op for a in archs])] for op in OPS}
+    means = ", ".join(f"{op} {v.mean():.2f} (n={len(v)})" for op, v in by_op.items() if len(v))
+    bias = op_bias(archs[:n], score[:n], truth[:n])
+    biases = ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(bias))
+    print(f"{name}: tau {tau:.3f} [{lo:.2f}, {hi:.2f}] rho {rho:.3f}")
+    print(f"  edge 3<-0 among cells > 93%: {means}")
+    print(f"  largest op biases (truth - score percentile): {biases}")
+
+
+def main(args: list[str]) -> int:
+    if not args:
+        print(__doc__)
+        return 2
+    space = make_space("nb201")
+    archs, truth, scores = None, None, {}
+    for arg in args:
+        path, sep, key = arg.rpartition(":")
+        if not sep or not Path(path).is_file():
+            print(f"error: {arg!r}: give RESULT_JSON:SCORE_KEY with an existing file", file=sys.stderr)
+            return 2
+        result = json.loads(Path(path).read_text())
+        n = result["sample"]["n_uniform"]  # the uniform draw comes first, then cells of the best tenth
+        if key not in result["scores"]:
+            print(f"error: {path} has no scores {key!r}; it has {sorted(result['scores'])}", file=sys.stderr)
+            return 2
+        these = result["sample"]["archs"]
+        if archs is None:
+            archs, truth = these, np.array(result["sample"]["truth"])
+        elif these != archs:
+            print(f"error: {path} drew other cells; rerun it with the same --sample-seed", file=sys.stderr)
+            return 2
+        scores[f"{Path(path).stem}:{key}"] = np.array(result["scores"][key])
+    cells = [space.from_str(a) for a in archs]
+    for name, score in scores.items():
+        describe(name, cells, score, truth, n)
+    if len(scores) > 1:
+        ensemble = sum(rankdata(s) for s in scores.values()) / len(scores)
+        describe("rank-averaged ensemble", cells, ensemble, truth, n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

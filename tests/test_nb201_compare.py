@@ -1,0 +1,36 @@
+"""scripts/nb201_compare.py: rankings of several bench-nb201 results on their common draw, and their ensemble."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+
+from supernet.spaces.base import make_space
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("nb201_compare", ROOT / "scripts" / "nb201_compare.py")
+compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare)
+
+
+def _result(path, archs, truth, score):
+    path.write_text(json.dumps({"sample": {"n_uniform": len(archs) - 2, "archs": archs, "truth": truth},
+                                "scores": {"s/recal0": list(score)}}))  # fmt: skip
+    return f"{path}:s/recal0"
+
+
+def test_compare_prints_each_ranking_and_the_ensemble(tmp_path, capsys):
+    space, rng = make_space("nb201"), np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_str(space.sample(rng)) for _ in range(40)))
+    truth = list(90 + 4 * rng.random(len(archs)))
+    a = _result(tmp_path / "a.json", archs, truth, np.array(truth) + rng.normal(size=len(archs)))
+    b = _result(tmp_path / "b.json", archs, truth, -np.array(truth))
+    assert compare.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "a:s/recal0: tau 0." in out and "b:s/recal0: tau -1.000" in out and "rank-averaged ensemble" in out
+    other = _result(tmp_path / "c.json", archs[::-1], truth, truth)
+    assert compare.main([a, other]) == 2  # another draw of cells cannot be compared
+    assert compare.main([f"{tmp_path / 'a.json'}:nokey"]) == 2
+    assert compare.main([str(tmp_path / "missing.json")]) == 2
