@@ -78,7 +78,7 @@ def main(args: list[str]) -> int:
         elif these != archs:
             print(f"error: {path} drew other cells; rerun it with the same --sample-seed", file=sys.stderr)
             return 2
-        scores[f"{Path(path).stem}:{key}"] = np.array(result["scores"][key])
+        scores[arg] = np.array(result["scores"][key])
     cells = [space.from_str(a) for a in archs]
     for name, score in scores.items():
         describe(name, cells, score, truth, n)

@@ -29,7 +29,7 @@ def test_compare_prints_each_ranking_and_the_ensemble(tmp_path, capsys):
     b = _result(tmp_path / "b.json", archs, truth, -np.array(truth))
     assert compare.main([a, b]) == 0
     out = capsys.readouterr().out
-    assert "a:s/recal0: tau 0." in out and "b:s/recal0: tau -1.000" in out and "rank-averaged ensemble" in out
+    assert "a.json:s/recal0: tau 0." in out and "b.json:s/recal0: tau -1.000" in out and "rank-averaged ensemble" in out
     assert "bias by convs on the longest input-output path" in out
     assert compare.conv_depth(("nor_conv_3x3", "none", "nor_conv_1x1", "skip_connect", "none", "nor_conv_3x3")) == 3
     assert compare.conv_depth(("none", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_3x3")) == 0
