@@ -6,7 +6,7 @@
 Each argument is RESULT_JSON:SCORE_KEY (a key of the result's "scores"). Per ranking it prints
 Kendall's tau and Spearman's rho on the uniform draw; the mean score by op on the input-to-output
 edge (3<-0) among all scored cells above 93% in the table; the largest per-edge op biases
-(`supernet.bench_nb201.op_bias`); and the same bias by the number of convolutions on the cell's
+(`supernet.nb201_bias.op_bias`); and the same bias by the number of convolutions on the cell's
 longest input-to-output path (positive: deeper cells are undervalued). With two or more rankings
 it also prints their rank-averaged ensemble. All results must hold the same drawn cells.
 """
@@ -21,20 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supernet.bench_nb201 import op_bias, worst_bias  # noqa: E402
-from supernet.nets.nb201 import EDGES, OPS  # noqa: E402
+from supernet.nb201_bias import conv_depth, op_bias, percentile_residual, worst_bias  # noqa: E402
+from supernet.nets.nb201 import OPS  # noqa: E402
 from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho  # noqa: E402
 from supernet.spaces.base import make_space  # noqa: E402
-
-
-def conv_depth(arch: tuple[str, ...]) -> int:
-    """Convolutions on the longest path from the cell's input (node 0) to its output (node 3); -1 if cut off."""
-    depth = {0: 0}
-    for node in (1, 2, 3):
-        inbound = [depth[frm] + op.startswith("nor_conv") for (to, frm), op in zip(EDGES, arch)
-                   if to == node and op != "none" and depth[frm] >= 0]  # fmt: skip
-        depth[node] = max(inbound, default=-1)
-    return depth[3]
 
 
 def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: int) -> None:
@@ -49,7 +39,7 @@ def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: in
     print(f"{name}: tau {tau:.3f} [{lo:.2f}, {hi:.2f}] rho {rho:.3f}")
     print(f"  edge 3<-0 among cells > 93%: {means}")
     print(f"  largest op biases (truth - score percentile): {biases}")
-    residual = (rankdata(truth[:n]) - rankdata(score[:n])) / n
+    residual = percentile_residual(score[:n], truth[:n])
     depths = np.array([conv_depth(a) for a in archs[:n]])
     by_depth = ", ".join(f"{d}: {residual[depths == d].mean():+.3f} (n={(depths == d).sum()})"
                          for d in sorted(set(depths.tolist())) if d >= 0)  # fmt: skip

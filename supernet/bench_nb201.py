@@ -34,8 +34,9 @@ import torch
 from core.config import CommonConfig, opt
 from core.errors import UserError
 from supernet.config import SupernetConfig
+from supernet.nb201_bias import op_bias, worst_bias
 from supernet.nets.nb201 import EDGES, OPS
-from supernet.ranking import correlation_report, rankdata, scatter_plot
+from supernet.ranking import correlation_report, scatter_plot
 from supernet.spaces.base import make_space
 from supernet.train import SupernetTrainer
 
@@ -333,27 +334,6 @@ def correlations(score: np.ndarray, sample: dict[str, Any], cfg: BenchNB201Confi
         "best_of_draw_truth": float(truth[best]),
         "best_of_draw_score": float(score[best]),
     }
-
-
-def op_bias(archs: list[Hashable], score: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
-    """Where a ranking errs, per edge and op: the mean of (truth percentile - score percentile) over the
-    cells with that op on that edge. Negative: the scorer overvalues the op there; positive: it
-    undervalues it. A scorer whose errors are noise gives values near 0 everywhere."""
-    n = len(archs)
-    if n < 2:
-        return {}
-    residual = (rankdata(np.asarray(truth, float)) - rankdata(np.asarray(score, float))) / n
-    out: dict[str, dict[str, float]] = {}
-    for e, (to, frm) in enumerate(EDGES):
-        ops = np.array([arch[e] for arch in archs])
-        out[f"{to}<-{frm}"] = {op: round(float(residual[ops == op].mean()), 4) for op in OPS if (ops == op).any()}
-    return out
-
-
-def worst_bias(bias: dict[str, dict[str, float]], k: int = 3) -> list[tuple[str, str, float]]:
-    """The k (edge, op, bias) entries of `op_bias` with the largest magnitude."""
-    flat = [(edge, op, v) for edge, per_op in bias.items() for op, v in per_op.items()]
-    return sorted(flat, key=lambda t: -abs(t[2]))[:k]
 
 
 def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tuple[dict[str, Any], np.ndarray]:

@@ -17,9 +17,8 @@ from supernet.bench_nb201 import (
     FewShotEvaluator,
     TimeCosine,
     main,
-    op_bias,
-    worst_bias,
 )
+from supernet.nb201_bias import op_bias, worst_bias
 from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
 from tests.conftest import NB201_CSV, ROOT
 

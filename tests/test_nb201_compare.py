@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from supernet.nb201_bias import conv_depth
 from supernet.spaces.base import make_space
 from tests.conftest import ROOT
 
@@ -31,9 +32,9 @@ def test_compare_prints_each_ranking_and_the_ensemble(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "a.json:s/recal0: tau 0." in out and "b.json:s/recal0: tau -1.000" in out and "rank-averaged ensemble" in out
     assert "bias by convs on the longest input-output path" in out
-    assert compare.conv_depth(("nor_conv_3x3", "none", "nor_conv_1x1", "skip_connect", "none", "nor_conv_3x3")) == 3
-    assert compare.conv_depth(("none", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_3x3")) == 0
-    assert compare.conv_depth(("none",) * 6) == -1
+    assert conv_depth(("nor_conv_3x3", "none", "nor_conv_1x1", "skip_connect", "none", "nor_conv_3x3")) == 3
+    assert conv_depth(("none", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_3x3")) == 0
+    assert conv_depth(("none",) * 6) == -1
     other = _result(tmp_path / "c.json", archs[::-1], truth, truth)
     assert compare.main([a, other]) == 2  # another draw of cells cannot be compared
     assert compare.main([f"{tmp_path / 'a.json'}:nokey"]) == 2

@@ -1,0 +1,49 @@
+"""Where a ranking of NAS-Bench-201 cells errs: by op on each edge, and by the depth of the cell.
+
+`op_bias` is what `run.py bench-nb201` logs and saves per ranking; `conv_depth` groups cells by the
+number of convolutions on their longest input-to-output path (`scripts/nb201_compare.py`). Both
+compare percentiles, (truth percentile - score percentile): negative where the scorer overvalues a
+group of cells, positive where it undervalues it; a scorer whose errors are noise gives about 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from supernet.nets.nb201 import EDGES, OPS
+from supernet.ranking import rankdata
+
+
+def percentile_residual(score: Sequence[float], truth: Sequence[float]) -> np.ndarray:
+    """(rank of truth - rank of score) / n, per cell."""
+    return (rankdata(np.asarray(truth, float)) - rankdata(np.asarray(score, float))) / len(score)
+
+
+def op_bias(archs: list[Hashable], score: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per edge ("to<-from") and op: the mean percentile residual of the cells with that op there."""
+    if len(archs) < 2:
+        return {}
+    residual = percentile_residual(score, truth)
+    out: dict[str, dict[str, float]] = {}
+    for e, (to, frm) in enumerate(EDGES):
+        ops = np.array([arch[e] for arch in archs])
+        out[f"{to}<-{frm}"] = {op: round(float(residual[ops == op].mean()), 4) for op in OPS if (ops == op).any()}
+    return out
+
+
+def worst_bias(bias: dict[str, dict[str, float]], k: int = 3) -> list[tuple[str, str, float]]:
+    """The k (edge, op, bias) entries of `op_bias` with the largest magnitude."""
+    flat = [(edge, op, v) for edge, per_op in bias.items() for op, v in per_op.items()]
+    return sorted(flat, key=lambda t: -abs(t[2]))[:k]
+
+
+def conv_depth(arch: Sequence[str]) -> int:
+    """Convolutions on the longest path from the cell's input (node 0) to its output (node 3); -1 if cut off."""
+    depth = {0: 0}
+    for node in (1, 2, 3):
+        inbound = [depth[frm] + op.startswith("nor_conv") for (to, frm), op in zip(EDGES, arch)
+                   if to == node and op != "none" and depth[frm] >= 0]  # fmt: skip
+        depth[node] = max(inbound, default=-1)
+    return depth[3]
