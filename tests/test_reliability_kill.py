@@ -100,7 +100,9 @@ def test_sigterm_sigint_save_then_resume_matches(runs, name):
     assert code == 0 and "Traceback" not in err, err[-1500:]
     assert f"stopped by {signame}" in err  # stopped on purpose, not by reaching the end
     saved = step_of(base / name / rel)
-    assert step_before is not None and step_before < saved < step_of(base / f"{kind}-ref" / rel)
+    # a newer checkpoint than the one seen before the signal; on a fast, idle machine the signal can
+    # land in the last step, and then the run stops (and saves) at its final step
+    assert step_before is not None and step_before < saved <= step_of(base / f"{kind}-ref" / rel)
     argv = SUPERNET if kind == "supernet" else RETRAIN
     assert cli([*argv, "--run-dir", base / name, "--resume", "auto"])[0] == 0
     assert same_tensors(model_of(base / name / rel), model_of(base / f"{kind}-ref" / rel))
