@@ -9,6 +9,12 @@ edge (3<-0) among all scored cells above 93% in the table; the largest per-edge 
 (`supernet.nb201_bias.op_bias`); and the same bias by the number of convolutions on the cell's
 longest input-to-output path (positive: deeper cells are undervalued). With two or more rankings
 it also prints their rank-averaged ensemble. All results must hold the same drawn cells.
+
+Two reference rankings need no result file: `params` (parameter count of the published C=16, N=5
+net) and `table:COLUMN` (a column of the table, e.g. `table:c10_valid_12ep`, read from `--table CSV`,
+default ../shared/benchmarks/nb201.csv). `--corrected` adds, as a diagnostic that uses the table's
+labels (not a method), the tau after a per-(edge, op) ridge correction fitted on 4/5 of the draw and
+applied to the held-out fifth.
 """
 
 from __future__ import annotations
@@ -21,13 +27,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.errors import UserError  # noqa: E402
+from search.evaluators.table import load_table  # noqa: E402
 from supernet.nb201_bias import conv_depth, op_bias, percentile_residual, worst_bias  # noqa: E402
 from supernet.nets.nb201 import OPS  # noqa: E402
 from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho  # noqa: E402
 from supernet.spaces.base import make_space  # noqa: E402
 
+TABLE = "../shared/benchmarks/nb201.csv"
 
-def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: int) -> None:
+
+def corrected_tau(cells: list, score: np.ndarray, truth: np.ndarray, folds: int = 5, lam: float = 1.0) -> float:
+    """tau after a cross-validated ridge fit of the percentile residual on the one-hot (edge, op) encoding."""
+    space = make_space("nb201")
+    x = np.c_[np.array([space.encode(c) for c in cells]), np.ones(len(cells))]
+    residual, rank = percentile_residual(score, truth), rankdata(score) / len(score)
+    order = np.random.default_rng(0).permutation(len(cells))
+    predicted = np.zeros(len(cells))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        w = np.linalg.solve(x[train].T @ x[train] + lam * np.eye(x.shape[1]), x[train].T @ residual[train])
+        predicted[test] = x[test] @ w
+    return kendall_tau(rank + predicted, truth)
+
+
+def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: int, corrected: bool = False) -> None:
     """tau, rho and op biases on the uniform draw (the first n); edge-3 means on every scored cell."""
     tau, rho = kendall_tau(score[:n], truth[:n]), spearman_rho(score[:n], truth[:n])
     lo, hi = bootstrap_ci(kendall_tau, score[:n], truth[:n], 1000, 0)
@@ -44,15 +69,32 @@ def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: in
     by_depth = ", ".join(f"{d}: {residual[depths == d].mean():+.3f} (n={(depths == d).sum()})"
                          for d in sorted(set(depths.tolist())) if d >= 0)  # fmt: skip
     print(f"  bias by convs on the longest input-output path: {by_depth}")
+    if corrected:
+        print(f"  tau after a cross-validated per-(edge, op) correction (uses labels): "
+              f"{corrected_tau(archs[:n], score[:n], truth[:n]):.3f}")  # fmt: skip
+
+
+def _reference(key: str, archs: list[str], table: str) -> np.ndarray:
+    """Scores of a reference ranking: `params` or `table:COLUMN`."""
+    if key == "params":
+        space = make_space("nb201")
+        return np.array([space.cost(space.from_str(a)).params for a in archs], dtype=float)
+    rows = load_table(table, "arch", (key.partition(":")[2],))
+    return np.array([rows[a][0] for a in archs])
 
 
 def main(args: list[str]) -> int:
-    if not args:
+    table, corrected = TABLE, "--corrected" in args
+    args = [a for a in args if a != "--corrected"]
+    if "--table" in args:
+        i = args.index("--table")
+        table, args = (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2 :]
+    files = [a for a in args if a != "params" and not a.startswith("table:")]
+    if not files:
         print(__doc__)
         return 2
-    space = make_space("nb201")
-    archs, truth, scores = None, None, {}
-    for arg in args:
+    archs, truth, scores, n = None, None, {}, 0
+    for arg in files:
         path, sep, key = arg.rpartition(":")
         if not sep or not Path(path).is_file():
             print(f"error: {arg!r}: give RESULT_JSON:SCORE_KEY with an existing file", file=sys.stderr)
@@ -69,12 +111,21 @@ def main(args: list[str]) -> int:
             print(f"error: {path} drew other cells; rerun it with the same --sample-seed", file=sys.stderr)
             return 2
         scores[arg] = np.array(result["scores"][key])
-    cells = [space.from_str(a) for a in archs]
+    references = {}
+    for key in (a for a in args if a not in files):
+        try:
+            references[key] = _reference(key, archs, table)
+        except (UserError, KeyError) as exc:
+            print(f"error: reference {key!r}: {exc}; pass --table with the NB201 CSV", file=sys.stderr)
+            return 2
+    cells = [make_space("nb201").from_str(a) for a in archs]
     for name, score in scores.items():
-        describe(name, cells, score, truth, n)
+        describe(name, cells, score, truth, n, corrected)
     if len(scores) > 1:
         ensemble = sum(rankdata(s) for s in scores.values()) / len(scores)
         describe("rank-averaged ensemble", cells, ensemble, truth, n)
+    for name, score in references.items():
+        describe(f"reference {name}", cells, score, truth, n)
     return 0
 
 

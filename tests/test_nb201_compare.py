@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from supernet.nb201_bias import conv_depth
+from supernet.ranking import kendall_tau
 from supernet.spaces.base import make_space
 from tests.conftest import ROOT
 
@@ -39,3 +40,14 @@ def test_compare_prints_each_ranking_and_the_ensemble(tmp_path, capsys):
     assert compare.main([a, other]) == 2  # another draw of cells cannot be compared
     assert compare.main([f"{tmp_path / 'a.json'}:nokey"]) == 2
     assert compare.main([str(tmp_path / "missing.json")]) == 2
+    assert compare.main([a, "params"]) == 0 and "reference params: tau" in capsys.readouterr().out
+    assert compare.main([a, "table:c10_valid_12ep", "--table", str(tmp_path / "no.csv")]) == 2
+
+
+def test_corrected_tau_removes_a_planted_edge_bias():
+    space, rng = make_space("nb201"), np.random.default_rng(1)
+    cells = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(300)))
+    truth = rng.normal(size=len(cells))
+    score = truth + np.array([2.0 if c[3] == "nor_conv_3x3" else 0.0 for c in cells])
+    raw = kendall_tau(score, truth)
+    assert raw < 0.8 and compare.corrected_tau(cells, score, truth) > raw + 0.1
