@@ -43,6 +43,11 @@ class SearchConfig(CommonConfig):
         "off", "supernet/train evaluators: mixed precision (fp16 on CUDA, bf16)", choices=("off", "fp16", "bf16")
     )
     split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
+    prior: str = opt(
+        "", "average the score's percentile with the arch's size percentile: params or mflops ('': off)",
+        choices=("", "params", "mflops"),
+    )  # fmt: skip
+    prior_reference: int = opt(100, "with --prior: uniform archs scored first to place the evaluator's scores")
     train_epochs: int = opt(1, "train evaluator: epochs of from-scratch training per candidate")
     train_batch_size: int = opt(64, "train evaluator: batch size")
     train_lr: float = opt(0.05, "train evaluator: peak learning rate (cosine schedule)")
@@ -63,6 +68,8 @@ class SearchConfig(CommonConfig):
             raise UserError(f"--searcher {self.searcher!r}: use {', '.join(BUILTIN_SEARCHERS)} or module:Class")
         if self.evaluator not in BUILTIN_EVALUATORS and ":" not in self.evaluator:
             raise UserError(f"--evaluator {self.evaluator!r}: use {', '.join(BUILTIN_EVALUATORS)} or module:function")
+        if self.prior and self.prior_reference < 2:
+            raise UserError(f"--prior-reference must be >= 2 architectures, got {self.prior_reference}")
         if self.evaluator == "table" and not self.table:
             raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
 

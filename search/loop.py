@@ -25,6 +25,7 @@ from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
 from core.signals import graceful_stop
 from search.config import SearchConfig
 from search.evaluators import make_evaluator, normalise
+from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
 from search.searchers import Searcher, make_searcher
 from supernet.spaces.base import Space, make_space
@@ -130,6 +131,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     elif read_jsonl(journal):
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
     evaluator = make_evaluator(cfg, space)
+    if cfg.prior:
+        log.info("size prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior_reference)
+        evaluator = SizePrior(evaluator, space, size=cfg.prior, reference=cfg.prior_reference, seed=cfg.seed)
     replay = {r["str"]: r for r in records[done:]}  # evaluated after the last saved state
     n = len(records)
     stop = _loop(cfg, space, searcher, evaluator, out, records, replay, done, elapsed)

@@ -1,6 +1,7 @@
 """What a search leaves behind, computed from its journal: top-k, Pareto front, and plots.
 
-- `topk.json`: `[{"rank", "arch", "str", "metric", "report_metric", "mflops", "params"}]`, best
+- `topk.json`: `[{"rank", "arch", "str", "metric", "report_metric", "mflops", "params"}]` (and
+  "raw_metric", the evaluator's own score, when a `--prior` made "metric" a combined one), best
   first, ready for `run.py retrain --arch-file` (read an entry's "arch" with `space.from_json`).
 - `pareto.json` / `pareto.png`: the architectures that no other beats on both metric (higher) and
   MFLOPs (lower).
@@ -32,7 +33,7 @@ def _entry(rank: int, r: dict[str, Any]) -> dict[str, Any]:
         "mflops": r.get("mflops"),
         "params": r.get("params"),
         "index": r.get("index"),
-    }
+    } | ({"raw_metric": r["raw_metric"]} if "raw_metric" in r else {})  # the evaluator's own score under --prior
 
 
 def topk(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

@@ -33,10 +33,11 @@ import torch
 
 from core.config import CommonConfig, opt
 from core.errors import UserError
+from search.evaluators.prior import SizePrior
 from supernet.config import SupernetConfig
-from supernet.nb201_bias import op_bias, worst_bias
+from supernet.nb201_bias import ranking_report, worst_bias
 from supernet.nets.nb201 import EDGES, OPS
-from supernet.ranking import correlation_report, scatter_plot
+from supernet.ranking import scatter_plot
 from supernet.spaces.base import make_space
 from supernet.train import SupernetTrainer
 
@@ -81,6 +82,10 @@ class BenchNB201Config(CommonConfig):
     fewshot_inner: str = opt(
         "uniform", "few-shot: sampling rule of the shared phase and each sub-supernet", choices=("uniform", "sandwich")
     )
+    size_prior: str = opt(
+        "params", "also rank and search with the score averaged with a size percentile ('': off)",
+        choices=("", "params", "mflops"),
+    )  # fmt: skip
     eval_batch: int = opt(500, "evaluation batch size")
     reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
     json: str = opt("", "write all figures to this JSON file")
@@ -323,19 +328,6 @@ def draw_archs(space: Any, rows: dict[str, tuple[float, ...]], cfg: BenchNB201Co
     }
 
 
-def correlations(score: np.ndarray, sample: dict[str, Any], cfg: BenchNB201Config) -> dict[str, Any]:
-    """tau/rho on the uniform draw, and on every scored arch in the table's best tenth."""
-    n, truth = sample["n_uniform"], sample["truth"]
-    top = truth >= sample["threshold"]
-    best = int(np.argmax(score[:n]))  # what picking the supernet's favourite of the draw would give
-    return {
-        "uniform": correlation_report(score[:n], truth[:n], cfg.bootstrap, cfg.seed),
-        "top10": correlation_report(score[top], truth[top], cfg.bootstrap, cfg.seed),
-        "best_of_draw_truth": float(truth[best]),
-        "best_of_draw_score": float(score[best]),
-    }
-
-
 def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tuple[dict[str, Any], np.ndarray]:
     t0 = time.monotonic()
     score = np.zeros(len(sample["archs"]))
@@ -344,9 +336,7 @@ def rank_quality(ev: Any, sample: dict[str, Any], cfg: BenchNB201Config) -> tupl
         if (i + 1) % 50 == 0:
             log.info("  scored %d/%d archs in %.0f s", i + 1, len(score), time.monotonic() - t0)
     seconds = time.monotonic() - t0
-    report = correlations(score, sample, cfg)
-    n = sample["n_uniform"]
-    report["op_bias"] = op_bias(sample["archs"][:n], score[:n], sample["truth"][:n])
+    report = ranking_report(score, sample, cfg.bootstrap, cfg.seed)
     report.update({"eval_seconds": round(seconds, 1), "s_per_arch": round(seconds / len(score), 3)})
     return report, score
 
@@ -355,10 +345,11 @@ def baselines(sample: dict[str, Any], rows_proxy: dict[str, tuple[float, ...]] |
               cfg: BenchNB201Config) -> dict[str, Any]:  # fmt: skip
     """Rankings that need no supernet: parameter count (of the published C=16, N=5 net) and a table proxy."""
     full = make_space("nb201")
-    out = {"params": correlations(np.array([full.cost(a).params for a in sample["archs"]]), sample, cfg)}
+    params = np.array([full.cost(a).params for a in sample["archs"]])
+    out = {"params": ranking_report(params, sample, cfg.bootstrap, cfg.seed)}
     if rows_proxy is not None:
         proxy = np.array([rows_proxy[full.to_str(a)][0] for a in sample["archs"]])
-        out[cfg.proxy] = correlations(proxy, sample, cfg)
+        out[cfg.proxy] = ranking_report(proxy, sample, cfg.bootstrap, cfg.seed)
     return out
 
 
@@ -443,17 +434,24 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
             name = f"{strategy}/recal{recal}"
             ev = make_evaluator(cfg, space, ckpts, recal)
             report, score = rank_quality(ev, sample, cfg)
-            result["ranking"][name] = report
-            result["scores"][name] = score.tolist()
-            panels[name] = (score[:n], sample["truth"][:n], report["uniform"]["tau"])
-            log.info("%s: tau %.3f top10 tau %.3f", name, report["uniform"]["tau"], report["top10"]["tau"])
-            log.info("  largest op biases (truth - score percentile; < 0: overvalued): %s",
-                     ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(report["op_bias"])))  # fmt: skip
-            if i == 0 and (cfg.search_on == "all" or (cfg.search_on == "first" and strategy == cfg.strategies[0])):
-                t0 = time.monotonic()
-                result["search"][name] = run_search(ev, space, rows, cfg)
-                result["search"][name]["seconds"] = round(time.monotonic() - t0, 1)
-            del ev
+            evaluators = {name: (ev, report, score)}
+            if cfg.size_prior:  # the same scores averaged with a size prior (no new supernet evaluations)
+                prior = SizePrior(ev, space, size=cfg.size_prior, reference_scores=score[:n], seed=cfg.seed)
+                pscore = np.array([prior.combine(a, s)["metric"] for a, s in zip(sample["archs"], score, strict=True)])
+                key = f"{name}+{cfg.size_prior}"
+                evaluators[key] = (prior, ranking_report(pscore, sample, cfg.bootstrap, cfg.seed), pscore)
+            searching = cfg.search_on == "all" or (cfg.search_on == "first" and strategy == cfg.strategies[0])
+            for key, (evaluator, rep, sc) in evaluators.items():
+                result["ranking"][key], result["scores"][key] = rep, sc.tolist()
+                panels[key] = (sc[:n], sample["truth"][:n], rep["uniform"]["tau"])
+                log.info("%s: tau %.3f top10 tau %.3f", key, rep["uniform"]["tau"], rep["top10"]["tau"])
+                log.info("  largest op biases (truth - score percentile; < 0: overvalued): %s",
+                         ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(rep["op_bias"])))  # fmt: skip
+                if i == 0 and searching:
+                    t0 = time.monotonic()
+                    result["search"][key] = run_search(evaluator, space, rows, cfg)
+                    result["search"][key]["seconds"] = round(time.monotonic() - t0, 1)
+            del ev, evaluators
         _write_json(cfg, result)  # partial figures survive an interrupted run
     result["seconds"] = round(time.monotonic() - start, 1)
     scatter_plot(panels, cfg.plot or root / "ranking.png", cfg.truth)

@@ -1,6 +1,8 @@
-"""Where a ranking of NAS-Bench-201 cells errs: by op on each edge, and by the depth of the cell.
+"""How well a ranking of NAS-Bench-201 cells follows the table, and where it errs.
 
-`op_bias` is what `run.py bench-nb201` logs and saves per ranking; `conv_depth` groups cells by the
+`ranking_report` gives the figures `run.py bench-nb201` saves per ranking: tau and rho with their
+intervals on the uniform draw and on the table's best tenth, and `op_bias`, the error by op on each
+edge; `conv_depth` groups cells by the
 number of convolutions on their longest input-to-output path (`scripts/nb201_compare.py`). Both
 compare percentiles, (truth percentile - score percentile): negative where the scorer overvalues a
 group of cells, positive where it undervalues it; a scorer whose errors are noise gives about 0.
@@ -9,11 +11,26 @@ group of cells, positive where it undervalues it; a scorer whose errors are nois
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
 from supernet.nets.nb201 import EDGES, OPS
-from supernet.ranking import rankdata
+from supernet.ranking import correlation_report, rankdata
+
+
+def ranking_report(score: np.ndarray, sample: dict[str, Any], bootstrap: int, seed: int) -> dict[str, Any]:
+    """tau/rho of `score` on the uniform draw and on every scored arch in the table's best tenth; op bias."""
+    n, truth = sample["n_uniform"], sample["truth"]
+    top = truth >= sample["threshold"]
+    best = int(np.argmax(score[:n]))  # what picking the scorer's favourite of the draw would give
+    return {
+        "uniform": correlation_report(score[:n], truth[:n], bootstrap, seed),
+        "top10": correlation_report(score[top], truth[top], bootstrap, seed),
+        "best_of_draw_truth": float(truth[best]),
+        "best_of_draw_score": float(score[best]),
+        "op_bias": op_bias(sample["archs"][:n], score[:n], truth[:n]),
+    }
 
 
 def percentile_residual(score: Sequence[float], truth: Sequence[float]) -> np.ndarray:
