@@ -127,8 +127,10 @@ def scatter_plot(panels: dict[str, tuple[np.ndarray, np.ndarray, float]], path: 
         if hidden:
             ax.set_ylim(bottom=floor)
         note = f", {hidden} below {floor:.0f}% not shown" if hidden else ""
-        ax.set_title(f"{name}: tau={tau:.3f} (n={len(score)}{note})", fontsize=8)
-        ax.set_xlabel("supernet accuracy on the search split (%)", fontsize=8)
+        ax.set_title(f"{name}\ntau={tau:.3f} (n={len(score)}{note})", fontsize=8)
+        prior = "+" in name  # "<strategy>/recal<N>+<size>": the score averaged with a size prior
+        xlabel = "score averaged with the size percentile" if prior else "supernet accuracy on the search split (%)"
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
