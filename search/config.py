@@ -47,7 +47,7 @@ class SearchConfig(CommonConfig):
         "", "average the score's percentile with the arch's size percentile: params or mflops ('': off)",
         choices=("", "params", "mflops"),
     )  # fmt: skip
-    prior_reference: int = opt(100, "with --prior: uniform archs scored first to place the evaluator's scores")
+    prior_reference: int = opt(100, "with --prior: uniform archs scored first, beyond --budget")
     train_epochs: int = opt(1, "train evaluator: epochs of from-scratch training per candidate")
     train_batch_size: int = opt(64, "train evaluator: batch size")
     train_lr: float = opt(0.05, "train evaluator: peak learning rate (cosine schedule)")

@@ -1,4 +1,4 @@
-"""The size prior: smoothed percentiles, the averaged metric, and `run.py search --prior`."""
+"""The size prior: percentiles, the averaged metric, and `run.py search --prior`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from core.errors import UserError
 from core.jsonl import read_jsonl
 from search.config import SearchConfig
-from search.evaluators.prior import SizePrior, SmoothCDF
+from search.evaluators.prior import Percentile, SizePrior
 from search.loop import run_search
 from search.toy import ToySpace
 from supernet.ranking import kendall_tau
@@ -30,20 +30,20 @@ class Counting:
         return [{"metric": self.fn(a)} for a in archs]
 
 
-def test_smooth_cdf_is_a_continuous_increasing_percentile():
-    cdf = SmoothCDF(list(range(100)))
+def test_percentile_is_continuous_and_increasing_past_the_references():
+    cdf = Percentile(list(range(100)))
     assert cdf(49.5) == pytest.approx(0.5) and cdf(0) == pytest.approx(0.005) and cdf(99) == pytest.approx(0.995)
     assert cdf(9.5) == pytest.approx(0.1) and cdf(89.5) == pytest.approx(0.9)
     grid = [cdf(x) for x in np.linspace(-0.4, 120, 300)]
     assert all(b > a for a, b in zip(grid, grid[1:], strict=False))  # strictly increasing, past the best too
     assert cdf(109) == pytest.approx(1.095) and cdf(-50) == 0.0  # linear beyond the top; floored at 0
     assert cdf(math.nan) == 0.0 and cdf(-math.inf) == 0.0
-    ties = SmoothCDF([1.0, 1.0, 2.0, 2.0, 3.0])
+    ties = Percentile([1.0, 1.0, 2.0, 2.0, 3.0])
     assert ties(1.0) == pytest.approx(0.2) and ties(2.0) == pytest.approx(0.6) and ties(1.5) == pytest.approx(0.4)
     with pytest.raises(UserError, match="at least 2 distinct"):
-        SmoothCDF([1.0, math.nan])
+        Percentile([1.0, math.nan])
     with pytest.raises(UserError, match="at least 2 distinct"):
-        SmoothCDF([3.0, 3.0, 3.0])
+        Percentile([3.0, 3.0, 3.0])
 
 
 def test_size_prior_averages_the_two_percentiles():
@@ -57,6 +57,7 @@ def test_size_prior_averages_the_two_percentiles():
     small, large = (0, 0, 0, 0), (3, 3, 3, 3)
     assert prior.combine(large, 0.0)["metric"] > prior.combine(small, 0.0)["metric"]  # bigger: higher
     assert prior.combine(small, 1.0)["metric"] > prior.combine(small, 0.0)["metric"]  # better score: higher
+    assert math.isnan(prior.combine(small, math.nan)["metric"])  # a failed evaluation stays failed
     res = prior.evaluate([small, large])
     assert len(inner.calls) == 2
     for arch, r in zip([small, large], res, strict=True):

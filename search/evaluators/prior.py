@@ -10,9 +10,10 @@ architectures drawn uniformly from the space, the size's against `cost_samples` 
 
 Percentiles come from the empirical CDF (mid-ranks), interpolated linearly between distinct values
 and extended linearly beyond them, so they are continuous and keep increasing past the best
-reference score (`SmoothCDF`). The combined metric is `50 * (F_score + F_size)`, 0 to 100 within
+reference score (`Percentile`). The combined metric is `50 * (F_score + F_size)`, 0 to 100 within
 the references' range and above 100 beyond it; the evaluator's own score is kept as "raw_metric"
-and the size percentile as "size_percentile".
+and the size percentile as "size_percentile". A failed evaluation (NaN) stays NaN. The reference
+architectures are evaluated in addition to the search's budget.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from supernet.spaces.base import Space
 SIZES = ("params", "mflops")
 
 
-class SmoothCDF:
-    """The empirical CDF of `values` (mid-ranks), linear between distinct values and extended linearly beyond.
+class Percentile:
+    """The empirical CDF of `values` (mid-ranks), linear between distinct values and extended beyond.
 
     Beyond the smallest and the largest value it continues with the slope of the outer tenth of the
     values, so architectures scored above every reference keep their order instead of sharing 1.0.
@@ -75,13 +76,13 @@ class SizePrior:
             raise UserError(f"size prior {size!r}: choose {' or '.join(SIZES)}")
         self.inner, self.space, self.size = inner, space, size
         rng = np.random.default_rng([seed, 0x512E])
-        self.size_cdf = SmoothCDF([self._log_size(space.sample(rng)) for _ in range(cost_samples)])
+        self.size_cdf = Percentile([self._log_size(space.sample(rng)) for _ in range(cost_samples)])
         if reference_scores is None:
             if reference < 2:
                 raise UserError(f"--prior-reference must be >= 2 architectures, got {reference}")
             archs = [space.sample(rng) for _ in range(reference)]
             reference_scores = [r["metric"] for r in inner.evaluate(archs)]
-        self.score_cdf = SmoothCDF(reference_scores)
+        self.score_cdf = Percentile(reference_scores)
 
     @property
     def cache(self) -> dict[Hashable, Any]:
@@ -94,7 +95,8 @@ class SizePrior:
     def combine(self, arch: Hashable, score: float) -> dict[str, float]:
         """The combined metric of `arch` whose evaluator score is `score`."""
         size_pct = self.size_cdf(self._log_size(arch))
-        return {"metric": 50.0 * (self.score_cdf(score) + size_pct), "raw_metric": score, "size_percentile": size_pct}
+        metric = 50.0 * (self.score_cdf(score) + size_pct) if not math.isnan(score) else math.nan  # failed stays failed
+        return {"metric": metric, "raw_metric": score, "size_percentile": size_pct}
 
     def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
         out = []
