@@ -2,10 +2,10 @@
 
 `ranking_report` gives the figures `run.py bench-nb201` saves per ranking: tau and rho with their
 intervals on the uniform draw and on the table's best tenth, and `op_bias`, the error by op on each
-edge; `conv_depth` groups cells by the
-number of convolutions on their longest input-to-output path (`scripts/nb201_compare.py`). Both
-compare percentiles, (truth percentile - score percentile): negative where the scorer overvalues a
-group of cells, positive where it undervalues it; a scorer whose errors are noise gives about 0.
+edge. `conv_depth` groups cells by the number of convolutions on their longest input-to-output path
+(`scripts/nb201_compare.py`). Both biases compare percentiles, (truth percentile - score
+percentile): negative where the scorer overvalues a group of cells, positive where it undervalues
+it; a scorer whose errors are noise gives about 0.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
     assert -1 <= baseline["tau"] <= 1
     # the size prior: the same supernet scores averaged with the parameter-count percentile
     prior, score = saved["scores"]["uniform/recal32+params"], saved["scores"]["uniform/recal32"]
-    assert len(prior) == len(archs) and all(0 <= p <= 100 for p in prior) and prior != score
+    assert len(prior) == len(archs) and all(p >= 0 for p in prior) and prior != score  # > 100 past the references
     expected = scipy.stats.kendalltau(prior[:n], [truth[a] for a in archs[:n]])[0]
     assert saved["ranking"]["uniform/recal32+params"]["uniform"]["tau"] == pytest.approx(expected, abs=1e-12)
     assert saved["search"]["uniform/recal32+params"]["lanas"]["runs"][0]["evals"] == 6
