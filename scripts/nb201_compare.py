@@ -14,7 +14,8 @@ Two reference rankings need no result file: `params` (parameter count of the pub
 net) and `table:COLUMN` (a column of the table, e.g. `table:c10_valid_12ep`, read from `--table CSV`,
 default ../shared/benchmarks/nb201.csv). `--corrected` adds, as a diagnostic that uses the table's
 labels (not a method), the tau after a per-(edge, op) ridge correction fitted on 4/5 of the draw and
-applied to the held-out fifth.
+applied to the held-out fifth. `--size-prior` adds each ranking averaged with the parameter-count
+percentile, as `run.py bench-nb201 --size-prior params` computes it (`search/evaluators/prior.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import UserError  # noqa: E402
+from search.evaluators.prior import SizePrior  # noqa: E402
 from search.evaluators.table import load_table  # noqa: E402
 from supernet.nb201_bias import conv_depth, op_bias, percentile_residual, worst_bias  # noqa: E402
 from supernet.nets.nb201 import OPS  # noqa: E402
@@ -74,6 +76,13 @@ def describe(name: str, archs: list, score: np.ndarray, truth: np.ndarray, n: in
               f"{corrected_tau(archs[:n], score[:n], truth[:n]):.3f}")  # fmt: skip
 
 
+def with_size_prior(score: np.ndarray, archs: list[str], n: int, space_opts: dict) -> np.ndarray:
+    """`score` averaged with the parameter-count percentile; the first n (the uniform draw) place the scores."""
+    space = make_space("nb201", **space_opts)
+    prior = SizePrior(None, space, reference_scores=score[:n])
+    return np.array([prior.combine(space.from_str(a), s)["metric"] for a, s in zip(archs, score, strict=True)])
+
+
 def _reference(key: str, archs: list[str], table: str) -> np.ndarray:
     """Scores of a reference ranking: `params` or `table:COLUMN`."""
     if key == "params":
@@ -84,8 +93,8 @@ def _reference(key: str, archs: list[str], table: str) -> np.ndarray:
 
 
 def main(args: list[str]) -> int:
-    table, corrected = TABLE, "--corrected" in args
-    args = [a for a in args if a != "--corrected"]
+    table, corrected, size_prior = TABLE, "--corrected" in args, "--size-prior" in args
+    args = [a for a in args if a not in ("--corrected", "--size-prior")]
     if "--table" in args:
         i = args.index("--table")
         table, args = (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2 :]
@@ -93,7 +102,7 @@ def main(args: list[str]) -> int:
     if not files:
         print(__doc__)
         return 2
-    archs, truth, scores, n = None, None, {}, 0
+    archs, truth, scores, opts, n = None, None, {}, {}, 0
     for arg in files:
         path, sep, key = arg.rpartition(":")
         if not sep or not Path(path).is_file():
@@ -111,6 +120,7 @@ def main(args: list[str]) -> int:
             print(f"error: {path} drew other cells; rerun it with the same --sample-seed", file=sys.stderr)
             return 2
         scores[arg] = np.array(result["scores"][key])
+        opts[arg] = result.get("config", {}).get("space_opts", {})
     references = {}
     for key in (a for a in args if a not in files):
         try:
@@ -121,6 +131,8 @@ def main(args: list[str]) -> int:
     cells = [make_space("nb201").from_str(a) for a in archs]
     for name, score in scores.items():
         describe(name, cells, score, truth, n, corrected)
+        if size_prior:
+            describe(f"{name} with the size prior", cells, with_size_prior(score, archs, n, opts[name]), truth, n)
     if len(scores) > 1:
         ensemble = sum(rankdata(s) for s in scores.values()) / len(scores)
         describe("rank-averaged ensemble", cells, ensemble, truth, n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 
@@ -167,6 +168,12 @@ def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
     assert saved["ranking"]["uniform/recal32+params"]["uniform"]["tau"] == pytest.approx(expected, abs=1e-12)
     assert saved["search"]["uniform/recal32+params"]["lanas"]["runs"][0]["evals"] == 6
     assert "uniform/recal0+params" in saved["ranking"] and "uniform/recal0+params" not in saved["search"]
+    # scripts/nb201_compare.py --size-prior recomputes the same ranking from the saved scores
+    spec = importlib.util.spec_from_file_location("nb201_compare", ROOT / "scripts" / "nb201_compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    again = compare.with_size_prior(np.array(score), archs, n, saved["config"]["space_opts"])
+    assert again.tolist() == pytest.approx(prior)
 
 
 def test_fewshot_dispatches_to_its_sub_supernet_and_reuses(tmp_path):
