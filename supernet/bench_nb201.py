@@ -86,6 +86,11 @@ class BenchNB201Config(CommonConfig):
         "params", "also rank and search with the score averaged with a size percentile ('': off)",
         choices=("", "params", "mflops"),
     )  # fmt: skip
+    final_k: int = opt(
+        0, "retrain the K best-scored cells of each search alone and return the best on the search split (0: off)"
+    )
+    final_searchers: list[str] = opt(["lanas"], "searchers whose results go through the --final-k stage")
+    final_epochs: float = opt(3.0, "training epochs of each cell trained alone by --final-k (cosine, from scratch)")
     eval_batch: int = opt(500, "evaluation batch size")
     reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
     json: str = opt("", "write all figures to this JSON file")
@@ -108,6 +113,8 @@ class BenchNB201Config(CommonConfig):
             raise UserError("--search-seeds >= 0, --search-budget >= 1 and --search-batch >= 1 are required")
         if not 0 <= self.fewshot_edge < len(EDGES) or not 0 < self.fewshot_share < 1:
             raise UserError(f"--fewshot-edge must be in 0..{len(EDGES) - 1} and --fewshot-share in (0, 1)")
+        if self.final_k < 0 or self.final_epochs <= 0:
+            raise UserError("--final-k must be >= 0 and --final-epochs > 0")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup < 1:
             raise UserError("--batch-size >= 1, --lr > 0 and 0 <= --warmup < 1 are required")
 
@@ -121,17 +128,23 @@ class TimeCosine:
     Steps per second vary with the load of a shared machine, so a step horizon fixed in advance
     would end un-annealed or early; on time, training always ends at `min_lr` when its budget is
     spent. `start`/`end` select a part of the curve (few-shot sub-supernets continue the one-shot one).
+    With `steps` > 0 the horizon is that many steps instead (the final stage: every cell trained alone
+    gets the same training, whatever the load).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: BenchNB201Config, seconds: float, start: float = 0.0,
-                 end: float = 1.0) -> None:  # fmt: skip
+                 end: float = 1.0, steps: int = 0) -> None:  # fmt: skip
         self.optimizer, self.cfg, self.seconds, self.start, self.end = optimizer, cfg, seconds, start, end
+        self.steps, self.step = steps, 0
         self.t0 = time.monotonic()
 
     def fraction(self) -> float:
+        if self.steps:
+            return min(1.0, self.step / self.steps)
         return min(1.0, (time.monotonic() - self.t0) / self.seconds)
 
     def step_update(self, step: int) -> None:
+        self.step = step
         f = self.start + (self.end - self.start) * self.fraction()
         lr = self.cfg.min_lr + 0.5 * (self.cfg.lr - self.cfg.min_lr) * (1 + math.cos(math.pi * f))
         if f < self.cfg.warmup:
@@ -156,9 +169,9 @@ def supernet_config(cfg: BenchNB201Config, strategy: str, run_dir: Path) -> Supe
 
 
 def train_for(trainer: SupernetTrainer, cfg: BenchNB201Config, seconds: float, start: float = 0.0,
-              end: float = 1.0) -> dict[str, Any]:  # fmt: skip
-    """Train until `seconds` of wall-clock time (or `cfg.max_steps`) are spent; save and return stats."""
-    trainer.scheduler = TimeCosine(trainer.optimizer, cfg, seconds, start, end)  # time, not steps, is the horizon
+              end: float = 1.0, steps: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Train until `seconds` of wall-clock time (or `steps`, or `cfg.max_steps`) are spent; save and return stats."""
+    trainer.scheduler = TimeCosine(trainer.optimizer, cfg, seconds, start, end, steps)  # time, not steps, by default
     trainer.scheduler.step_update(0)
     t0 = last_log = time.monotonic()
     losses: list[float] = []
@@ -173,7 +186,9 @@ def train_for(trainer: SupernetTrainer, cfg: BenchNB201Config, seconds: float, s
             if now - last_log > 60:
                 log.info("  step %d, %.0f s, loss %.3f", trainer.step, now - t0, np.mean(losses[-100:]))
                 last_log = now
-            if now - t0 >= seconds or (cfg.max_steps and trainer.step >= cfg.max_steps):
+            if (now - t0 >= seconds if not steps else trainer.step >= steps) or (
+                cfg.max_steps and trainer.step >= cfg.max_steps
+            ):
                 done = True
                 break
         epoch += 1
@@ -353,11 +368,18 @@ def baselines(sample: dict[str, Any], rows_proxy: dict[str, tuple[float, ...]] |
     return out
 
 
-def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: BenchNB201Config) -> dict[str, Any]:
-    """Every searcher x seed, ask/tell on `ev`; the table truth of the arch each returns."""
+def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: BenchNB201Config,
+               final: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Every searcher x seed, ask/tell on `ev`; the table truth of the arch each returns.
+
+    With a `FinalStage` (`--final-k`), each search's `final_k` best-scored cells are also trained
+    alone and the best on the search split is the pipeline's answer (`final` in each run's record).
+    """
     from search.searchers import make_searcher
+    from supernet.nb201_final import top_candidates
 
     truth_all = np.array([v[0] for v in rows.values()])
+    pct = lambda t: float((truth_all < t).mean() * 100) if math.isfinite(t) else math.nan  # noqa: E731
     out: dict[str, Any] = {}
     for name in cfg.searchers:
         runs = []
@@ -375,17 +397,33 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
             truth = rows.get(space.to_str(arch), (math.nan,))[0]  # a small test table may lack it
             runs.append({
                 "seed": seed, "arch": space.to_str(arch), "score": score, "truth": truth, "evals": evals,
-                "table_percentile": float((truth_all < truth).mean() * 100) if math.isfinite(truth) else math.nan,
-                "new_scores": len(ev.cache) - cached, "seconds": round(time.monotonic() - t0, 1),
+                "table_percentile": pct(truth), "new_scores": len(ev.cache) - cached,
+                "seconds": round(time.monotonic() - t0, 1),
             })  # fmt: skip
-        found = np.array([r["truth"] for r in runs], dtype=float)
-        out[name] = {
-            "runs": runs,
-            "mean_truth": float(np.nanmean(found)) if np.isfinite(found).any() else math.nan,
-            "max_truth": float(np.nanmax(found)) if np.isfinite(found).any() else math.nan,
-        }
-        log.info("  %-9s found %s", name, " ".join(f"{t:.2f}" for t in found))
+            if final is not None and name in cfg.final_searchers:
+                t1 = time.monotonic()
+                chosen = final.choose(top_candidates(space, *searcher.finite_history(), cfg.final_k))
+                for row in chosen["candidates"]:
+                    row["truth"] = rows.get(row["arch"], (math.nan,))[0]
+                truth = rows.get(chosen["arch"], (math.nan,))[0]
+                chosen |= {"truth": truth, "table_percentile": pct(truth), "seconds": round(time.monotonic() - t1, 1)}
+                runs[-1]["final"] = chosen
+        out[name] = _found(runs, "truth")
+        log.info("  %-9s found %s", name, " ".join(f"{r['truth']:.2f}" for r in runs))
+        if final is not None and name in cfg.final_searchers:
+            final_truth = [r["final"]["truth"] for r in runs]
+            out[name] |= {f"{k}_final": v for k, v in _found(runs, "truth", "final").items() if k != "runs"}
+            log.info("  %-9s after the final stage %s", name, " ".join(f"{t:.2f}" for t in final_truth))
     return out
+
+
+def _found(runs: list[dict[str, Any]], key: str, part: str = "") -> dict[str, Any]:
+    found = np.array([(r[part] if part else r)[key] for r in runs], dtype=float)
+    return {
+        "runs": runs,
+        "mean_truth": float(np.nanmean(found)) if np.isfinite(found).any() else math.nan,
+        "max_truth": float(np.nanmax(found)) if np.isfinite(found).any() else math.nan,
+    }
 
 
 def _proxy_rows(cfg: BenchNB201Config) -> dict[str, tuple[float, ...]] | None:
@@ -427,6 +465,11 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
         "supernets": {}, "ranking": {}, "search": {},
     }  # fmt: skip
     panels: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    final = None
+    if cfg.final_k:
+        from supernet.nb201_final import FinalStage
+
+        final = FinalStage(cfg, space, root)
     for strategy in cfg.strategies:
         stats, ckpts = train_supernet(cfg, strategy, root)
         result["supernets"][strategy] = stats
@@ -449,10 +492,13 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
                          ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(rep["op_bias"])))  # fmt: skip
                 if i == 0 and searching:
                     t0 = time.monotonic()
-                    result["search"][key] = run_search(evaluator, space, rows, cfg)
+                    result["search"][key] = run_search(evaluator, space, rows, cfg, final)
                     result["search"][key]["seconds"] = round(time.monotonic() - t0, 1)
             del ev, evaluators
         _write_json(cfg, result)  # partial figures survive an interrupted run
+    if final is not None:
+        result["final_stage"] = {"k": cfg.final_k, "epochs": cfg.final_epochs, "cells": list(final.cache.values()),
+                                 "train_seconds": round(final.train_seconds, 1)}  # fmt: skip
     result["seconds"] = round(time.monotonic() - start, 1)
     scatter_plot(panels, cfg.plot or root / "ranking.png", cfg.truth)
     _write_json(cfg, result)
@@ -491,3 +537,6 @@ def log_summary(result: dict[str, Any]) -> None:
         for searcher, r in res.items():
             if isinstance(r, dict):
                 log.info("search on %s: %-9s mean %.2f max %.2f", name, searcher, r["mean_truth"], r["max_truth"])
+                if "mean_truth_final" in r:
+                    log.info("  + final stage (%d cells alone): mean %.2f max %.2f", result["config"]["final_k"],
+                             r["mean_truth_final"], r["max_truth_final"])  # fmt: skip

@@ -90,6 +90,11 @@ def test_edge_split_sampler_and_time_cosine():
     sched.t0 -= 100.0  # past the budget: annealed
     sched.step_update(2)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.001)
+    by_steps = TimeCosine(opt, cfg, seconds=math.inf, steps=10)  # a step horizon ignores the clock
+    by_steps.step_update(5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001 + 0.5 * 0.099, rel=1e-3)
+    by_steps.step_update(10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)
 
 
 def test_config_rejects_bad_values():
@@ -220,3 +225,74 @@ def test_fewshot_sandwich_teaches_with_each_sub_supernets_largest(tmp_path):
 class _StubSampler:
     def archs(self, step):
         return [("nor_conv_3x3",) * 6, ("none",) * 6]
+
+
+# ---- the final stage: the search's best cells trained alone ---------------------------------------
+
+
+def test_top_candidates_are_distinct_canonical_cells_best_first():
+    from supernet.nb201_final import top_candidates
+    from supernet.spaces.base import make_space
+
+    space = make_space("nb201", channels=4, cells=1)
+    a = ("nor_conv_3x3",) * 6
+    b = ("nor_conv_1x1",) + ("nor_conv_3x3",) * 5
+    dead = ("none",) * 6
+    same_as_dead = ("none", "none", "none", "none", "nor_conv_3x3", "none")  # output unreachable: one cell
+    got = top_candidates(space, [dead, a, same_as_dead, b, a], np.array([90.0, 80.0, 95.0, math.nan, 70.0]), 3)
+    assert [score for _, score in got] == [95.0, 80.0]  # one of the two dead cells; a once; NaN dropped
+    assert got[0][0] == space.canonical(dead) and got[1][0] == space.canonical(a)
+    assert len(top_candidates(space, [a, b], np.array([1.0, 2.0]), 1)) == 1
+
+
+def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_split(tmp_path):
+    import torch
+
+    from supernet.nb201_final import FinalStage
+    from supernet.spaces.base import make_space
+
+    cfg = _cfg(tmp_path, max_steps=3, recal=[32], final_k=2, final_epochs=0.5)
+    space = make_space("nb201", **cfg.space_opts)
+    conv = ("nor_conv_3x3",) * 6
+    skip = ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
+    stage = FinalStage(cfg, space, tmp_path)
+    chosen = stage.choose([(conv, 80.0), (skip, 79.0)])
+    rows = chosen["candidates"]
+    assert [r["score"] for r in rows] == [80.0, 79.0] and all(r["steps"] == 3 for r in rows)
+    assert chosen["val_acc"] == max(r["val_acc"] for r in rows) and 0 <= chosen["val_acc"] <= 100
+    assert chosen["arch"] == rows[int(np.argmax([r["val_acc"] for r in rows]))]["arch"]
+    # trained alone: both start from the same weights, and the ops neither cell uses stay untouched
+    ckpts = {json.loads((p.parent.parent / "final.json").read_text())["result"]["arch"]: p
+             for p in (tmp_path / "final").glob("*/supernet/last.pt")}  # fmt: skip
+    w_conv, w_skip = (torch.load(ckpts[space.to_str(a)], weights_only=True)["model"] for a in (conv, skip))
+    weights = [k for k in w_conv if k.endswith("weight")]
+    assert all(torch.equal(w_conv[k], w_skip[k]) for k in weights if "nor_conv_1x1" in k or "avg_pool" in k)
+    for edge in (3, 0):  # edge 3: trained in the conv cell only; edge 0: trained in both, apart
+        key = f"cells.0.edges.{edge}.nor_conv_3x3.1.weight"
+        assert not torch.equal(w_conv[key], w_skip[key])
+    again = FinalStage(cfg, space, tmp_path)  # same settings: read back from disk, nothing retrained
+    assert again.choose([(conv, 80.0), (skip, 79.0)]) == chosen and again.train_seconds == 0
+
+
+def test_toy_benchmark_with_the_final_stage(tmp_path):
+    out = str(tmp_path / "out.json")
+    cfg = _cfg(tmp_path, recal=[32], searchers=["lanas", "random", "evolution"], search_seeds=2, final_k=2,
+               final_epochs=0.2, final_searchers=["lanas", "random"], size_prior="", json=out)  # fmt: skip
+    main(cfg)
+    saved = json.loads((tmp_path / "out.json").read_text())
+    truth = _table_truth()
+    res = saved["search"]["uniform/recal32"]["lanas"]
+    for run in res["runs"]:
+        final = run["final"]
+        assert 1 <= len(final["candidates"]) <= 2 and final["arch"] in [c["arch"] for c in final["candidates"]]
+        assert final["candidates"][0]["score"] == pytest.approx(run["score"])  # the search's best is a candidate
+        if NB201_CSV.exists():
+            assert final["truth"] == truth[final["arch"]]
+    assert res["mean_truth_final"] == pytest.approx(np.mean([r["final"]["truth"] for r in res["runs"]]))
+    evolution = saved["search"]["uniform/recal32"]["evolution"]
+    assert "final" not in evolution["runs"][0] and "mean_truth_final" not in evolution  # not a --final-searchers
+    stage = saved["final_stage"]
+    trained = {c["arch"] for c in stage["cells"]}
+    wanted = {c["arch"] for s in ("lanas", "random") for r in saved["search"]["uniform/recal32"][s]["runs"]
+              for c in r["final"]["candidates"]}  # fmt: skip
+    assert trained == wanted  # each cell trained once, however many searches proposed it
