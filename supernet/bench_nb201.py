@@ -90,6 +90,9 @@ class BenchNB201Config(CommonConfig):
         0, "retrain the K best-scored cells of each search alone and return the best on the search split (0: off)"
     )
     final_searchers: list[str] = opt(["lanas"], "searchers whose results go through the --final-k stage")
+    final_space_opts: dict = opt(
+        {}, "macro network of the cells trained alone (empty: --space-opts), e.g. channels=8 cells=5"
+    )
     final_epochs: float = opt(3.0, "training epochs of each cell trained alone by --final-k (cosine, from scratch)")
     eval_batch: int = opt(500, "evaluation batch size")
     reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
@@ -469,7 +472,7 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
     if cfg.final_k:
         from supernet.nb201_final import FinalStage
 
-        final = FinalStage(cfg, space, root)
+        final = FinalStage(cfg, root)
     for strategy in cfg.strategies:
         stats, ckpts = train_supernet(cfg, strategy, root)
         result["supernets"][strategy] = stats

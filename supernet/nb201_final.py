@@ -16,6 +16,7 @@ searches that share candidates pay once and a rerun reuses them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -57,8 +58,12 @@ def top_candidates(space: Any, archs: list[Hashable], metrics: np.ndarray, k: in
 class FinalStage:
     """Trains candidate cells alone for `cfg.final_epochs` each and keeps their search-split accuracy."""
 
-    def __init__(self, cfg: Any, space: Any, root: Path) -> None:
-        self.cfg, self.space, self.root = cfg, space, root / "final"
+    def __init__(self, cfg: Any, root: Path) -> None:
+        from supernet.spaces.base import make_space
+
+        # the cells may be trained in another macro network than the supernet's (--final-space-opts)
+        self.cfg = dataclasses.replace(cfg, space_opts=dict(cfg.final_space_opts or cfg.space_opts))
+        self.space, self.root = make_space("nb201", **self.cfg.space_opts), root / "final"
         self.cache: dict[str, dict[str, Any]] = {}
         self.train_seconds = 0.0
 
@@ -66,6 +71,11 @@ class FinalStage:
         keys = ("seed", "dataset", "data_dir", "search_size", "split_seed", "space_opts", "final_epochs",
                 "max_steps", "batch_size", "lr", "min_lr", "weight_decay", "warmup", "recal")  # fmt: skip
         return json.loads(json.dumps({k: getattr(self.cfg, k) for k in keys}))
+
+    def path(self, arch: Hashable) -> Path:
+        """The run directory of `arch` trained alone under these settings (other settings: another one)."""
+        key = json.dumps([self.space.to_str(self.space.canonical(arch)), self.signature()], sort_keys=True)
+        return self.root / hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def accuracy(self, arch: Hashable) -> dict[str, Any]:
         """Search-split accuracy of `arch` trained alone (cached; reused from disk with the same settings)."""
@@ -76,7 +86,7 @@ class FinalStage:
         name = self.space.to_str(self.space.canonical(arch))
         if name in self.cache:
             return self.cache[name]
-        out = self.root / hashlib.sha1(name.encode()).hexdigest()[:12]
+        out = self.path(arch)
         record = out / "final.json"
         if self.cfg.reuse and record.exists():
             saved = json.loads(record.read_text())

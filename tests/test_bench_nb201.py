@@ -255,7 +255,7 @@ def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_spl
     space = make_space("nb201", **cfg.space_opts)
     conv = ("nor_conv_3x3",) * 6
     skip = ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
-    stage = FinalStage(cfg, space, tmp_path)
+    stage = FinalStage(cfg, tmp_path)
     chosen = stage.choose([(conv, 80.0), (skip, 79.0)])
     rows = chosen["candidates"]
     assert [r["score"] for r in rows] == [80.0, 79.0] and all(r["steps"] == 3 for r in rows)
@@ -270,8 +270,16 @@ def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_spl
     for edge in (3, 0):  # edge 3: trained in the conv cell only; edge 0: trained in both, apart
         key = f"cells.0.edges.{edge}.nor_conv_3x3.1.weight"
         assert not torch.equal(w_conv[key], w_skip[key])
-    again = FinalStage(cfg, space, tmp_path)  # same settings: read back from disk, nothing retrained
+    again = FinalStage(cfg, tmp_path)  # same settings: read back from disk, nothing retrained
     assert again.choose([(conv, 80.0), (skip, 79.0)]) == chosen and again.train_seconds == 0
+    opts = {"channels": 4, "cells": 2}
+    deeper = FinalStage(_cfg(tmp_path, max_steps=1, recal=[32], final_k=1, final_space_opts=opts), tmp_path)
+    deeper.accuracy(skip)  # another macro network: trained anew in it, not read back from the shallow one
+    assert deeper.train_seconds > 0 and deeper.cache[space.to_str(skip)]["steps"] == 1
+    assert deeper.path(skip) != stage.path(skip)
+    model = torch.load(deeper.path(skip) / "supernet" / "last.pt", weights_only=True)["model"]
+    n_cells = {k.split(".")[1] for k in model if k.startswith("cells.")}
+    assert len(n_cells) == 2 * 3 + 2  # two cells per stage and two reduction blocks
 
 
 def test_toy_benchmark_with_the_final_stage(tmp_path):
