@@ -90,6 +90,7 @@ class BenchNB201Config(CommonConfig):
         0, "retrain the K best-scored cells of each search alone and return the best on the search split (0: off)"
     )
     final_searchers: list[str] = opt(["lanas"], "searchers whose results go through the --final-k stage")
+    final_workers: int = opt(1, "cells trained alone at once by --final-k, one process each (--threads each)")
     final_space_opts: dict = opt(
         {}, "macro network of the cells trained alone (empty: --space-opts), e.g. channels=8 cells=5"
     )
@@ -116,8 +117,8 @@ class BenchNB201Config(CommonConfig):
             raise UserError("--search-seeds >= 0, --search-budget >= 1 and --search-batch >= 1 are required")
         if not 0 <= self.fewshot_edge < len(EDGES) or not 0 < self.fewshot_share < 1:
             raise UserError(f"--fewshot-edge must be in 0..{len(EDGES) - 1} and --fewshot-share in (0, 1)")
-        if self.final_k < 0 or self.final_epochs <= 0:
-            raise UserError("--final-k must be >= 0 and --final-epochs > 0")
+        if self.final_k < 0 or self.final_epochs <= 0 or self.final_workers < 1:
+            raise UserError("--final-k must be >= 0, --final-epochs > 0 and --final-workers >= 1")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup < 1:
             raise UserError("--batch-size >= 1, --lr > 0 and 0 <= --warmup < 1 are required")
 
@@ -384,6 +385,7 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
     truth_all = np.array([v[0] for v in rows.values()])
     pct = lambda t: float((truth_all < t).mean() * 100) if math.isfinite(t) else math.nan  # noqa: E731
     out: dict[str, Any] = {}
+    candidates: dict[tuple[str, int], list[tuple[Hashable, float]]] = {}
     for name in cfg.searchers:
         runs = []
         for seed in range(cfg.search_seeds):
@@ -404,19 +406,21 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
                 "seconds": round(time.monotonic() - t0, 1),
             })  # fmt: skip
             if final is not None and name in cfg.final_searchers:
-                t1 = time.monotonic()
-                chosen = final.choose(top_candidates(space, *searcher.finite_history(), cfg.final_k))
-                for row in chosen["candidates"]:
-                    row["truth"] = rows.get(row["arch"], (math.nan,))[0]
-                truth = rows.get(chosen["arch"], (math.nan,))[0]
-                chosen |= {"truth": truth, "table_percentile": pct(truth), "seconds": round(time.monotonic() - t1, 1)}
-                runs[-1]["final"] = chosen
+                candidates[(name, seed)] = top_candidates(space, *searcher.finite_history(), cfg.final_k)
         out[name] = _found(runs, "truth")
         log.info("  %-9s found %s", name, " ".join(f"{r['truth']:.2f}" for r in runs))
-        if final is not None and name in cfg.final_searchers:
-            final_truth = [r["final"]["truth"] for r in runs]
+    if candidates:  # every search's candidates first, so the cells can be trained in parallel
+        final.prepare([arch for cands in candidates.values() for arch, _ in cands])
+        for (name, seed), cands in candidates.items():
+            chosen = final.choose(cands)
+            for row in chosen["candidates"]:
+                row["truth"] = rows.get(row["arch"], (math.nan,))[0]
+            truth = rows.get(chosen["arch"], (math.nan,))[0]
+            out[name]["runs"][seed]["final"] = chosen | {"truth": truth, "table_percentile": pct(truth)}
+        for name in dict.fromkeys(name for name, _ in candidates):
+            runs = out[name]["runs"]
             out[name] |= {f"{k}_final": v for k, v in _found(runs, "truth", "final").items() if k != "runs"}
-            log.info("  %-9s after the final stage %s", name, " ".join(f"{t:.2f}" for t in final_truth))
+            log.info("  %-9s after the final stage %s", name, " ".join(f"{r['final']['truth']:.2f}" for r in runs))
     return out
 
 

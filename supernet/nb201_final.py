@@ -21,8 +21,10 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import time
 from collections.abc import Hashable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +79,47 @@ class FinalStage:
         key = json.dumps([self.space.to_str(self.space.canonical(arch)), self.signature()], sort_keys=True)
         return self.root / hashlib.sha1(key.encode()).hexdigest()[:12]
 
+    def known(self, arch: Hashable) -> dict[str, Any] | None:
+        """The cached result of `arch`, or the one saved under the same settings (`--reuse`), or None."""
+        name = self.space.to_str(self.space.canonical(arch))
+        if name not in self.cache and self.cfg.reuse and (self.path(arch) / "final.json").exists():
+            saved = json.loads((self.path(arch) / "final.json").read_text())
+            if saved.get("signature") == self.signature():
+                log.info("  final: reusing %s (%.2f)", name, saved["result"]["val_acc"])
+                self.cache[name] = saved["result"]
+        return self.cache.get(name)
+
+    def prepare(self, archs: list[Hashable]) -> None:
+        """Train every cell not known yet, `cfg.final_workers` at a time (one process each, `--threads` each)."""
+        todo: dict[str, Hashable] = {}
+        for arch in archs:
+            if self.known(arch) is None:
+                todo.setdefault(self.space.to_str(self.space.canonical(arch)), arch)
+        if self.cfg.final_workers <= 1 or len(todo) <= 1:
+            for arch in todo.values():
+                self.accuracy(arch)
+            return
+        t0 = time.monotonic()
+        log.info("  final: training %d cells alone, %d at a time", len(todo), self.cfg.final_workers)
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+        with ProcessPoolExecutor(min(self.cfg.final_workers, len(todo)), mp_context=ctx) as pool:
+            jobs = [pool.submit(_train_alone, self.cfg, self.root.parent, name) for name in todo]
+            for job in jobs:
+                result = job.result()
+                self.cache[result["arch"]] = result
+        self.train_seconds += time.monotonic() - t0
+
     def accuracy(self, arch: Hashable) -> dict[str, Any]:
         """Search-split accuracy of `arch` trained alone (cached; reused from disk with the same settings)."""
         from search.evaluators.supernet import SupernetEvaluator
         from supernet.bench_nb201 import supernet_config, train_for
         from supernet.train import SupernetTrainer
 
-        name = self.space.to_str(self.space.canonical(arch))
-        if name in self.cache:
-            return self.cache[name]
-        out = self.path(arch)
+        known = self.known(arch)
+        if known is not None:
+            return known
+        name, out = self.space.to_str(self.space.canonical(arch)), self.path(arch)
         record = out / "final.json"
-        if self.cfg.reuse and record.exists():
-            saved = json.loads(record.read_text())
-            if saved.get("signature") == self.signature():
-                log.info("  final: reusing %s (%.2f)", name, saved["result"]["val_acc"])
-                self.cache[name] = saved["result"]
-                return saved["result"]
         t0 = time.monotonic()
         trainer = SupernetTrainer(supernet_config(self.cfg, "uniform", out))
         trainer.sampler = FixedSampler(self.space.canonical(arch))
@@ -118,3 +144,13 @@ class FinalStage:
         rows = [{"score": score} | self.accuracy(arch) for arch, score in candidates]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc"], -i))
         return {"arch": rows[best]["arch"], "val_acc": rows[best]["val_acc"], "candidates": rows}
+
+
+def _train_alone(cfg: Any, root: Path, name: str) -> dict[str, Any]:
+    """Worker of `FinalStage.prepare`: train one cell alone in this process and return its result."""
+    from core.runtime import set_threads, setup_logging
+
+    setup_logging(cfg.quiet)
+    set_threads(cfg.threads)
+    stage = FinalStage(cfg, root)
+    return stage.accuracy(stage.space.from_str(name))

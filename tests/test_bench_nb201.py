@@ -285,7 +285,8 @@ def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_spl
 def test_toy_benchmark_with_the_final_stage(tmp_path):
     out = str(tmp_path / "out.json")
     cfg = _cfg(tmp_path, recal=[32], searchers=["lanas", "random", "evolution"], search_seeds=2, final_k=2,
-               final_epochs=0.2, final_searchers=["lanas", "random"], size_prior="", json=out)  # fmt: skip
+               final_epochs=0.2, final_searchers=["lanas", "random"], final_workers=2, size_prior="",
+               json=out)  # fmt: skip
     main(cfg)
     saved = json.loads((tmp_path / "out.json").read_text())
     truth = _table_truth()
