@@ -112,7 +112,7 @@ class FinalStage:
     def accuracy(self, arch: Hashable) -> dict[str, Any]:
         """Search-split accuracy of `arch` trained alone (cached; reused from disk with the same settings)."""
         from search.evaluators.supernet import SupernetEvaluator
-        from supernet.bench_nb201 import supernet_config, train_for
+        from supernet.nb201_train import supernet_config, train_for
         from supernet.train import SupernetTrainer
 
         known = self.known(arch)
