@@ -223,10 +223,19 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
                 evals += len(archs)
             arch, score = searcher.best()
             truth = rows.get(space.to_str(arch), (math.nan,))[0]  # a small test table may lack it
+            # every distinct cell the search scored, best-scored first: did it ever visit a top cell?
+            visited = [
+                [space.to_str(a), round(m, 4), rows.get(space.to_str(a), (math.nan,))[0]]
+                for a, m in top_candidates(space, *searcher.finite_history(), evals)
+            ]
+            finite = [i for i, v in enumerate(visited) if math.isfinite(v[2])]
+            best_rank = max(finite, key=lambda i: visited[i][2]) if finite else -1
             runs.append({
                 "seed": seed, "arch": space.to_str(arch), "score": score, "truth": truth, "evals": evals,
                 "table_percentile": pct(truth), "new_scores": len(ev.cache) - cached,
                 "seconds": round(time.monotonic() - t0, 1),
+                "best_visited": visited[best_rank][2] if finite else math.nan,
+                "best_visited_score_rank": best_rank + 1, "visited": visited,
             })  # fmt: skip
             if final is not None and name in cfg.final_searchers:
                 candidates[(name, seed)] = top_candidates(
@@ -234,6 +243,10 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
                 )
         out[name] = _found(runs, "truth")
         log.info("  %-9s found %s", name, " ".join(f"{r['truth']:.2f}" for r in runs))
+        log.info(
+            "  %-9s best visited %s (its place in the search's own order)", name,
+            " ".join(f"{r['best_visited']:.2f} (#{r['best_visited_score_rank']})" for r in runs),
+        )  # fmt: skip
     if candidates:  # every search's candidates first, so the cells can be trained in parallel
         final.prepare([arch for cands in candidates.values() for arch, _ in cands])
         for (name, seed), cands in candidates.items():

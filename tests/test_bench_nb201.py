@@ -164,6 +164,14 @@ def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
         assert run["evals"] == 6 and run["arch"].count("~") == 6
         if NB201_CSV.exists():
             assert run["truth"] == truth[run["arch"]]
+        # every distinct cell the search scored, best-scored first, with its table value
+        visited = run["visited"]
+        assert 1 <= len(visited) <= 6 and visited[0][1] == run["score"]
+        assert [v[1] for v in visited] == sorted((v[1] for v in visited), reverse=True)
+        if NB201_CSV.exists():
+            assert all(v[2] == truth[v[0]] for v in visited)
+            assert run["best_visited"] == max(v[2] for v in visited) >= run["truth"]
+            assert visited[run["best_visited_score_rank"] - 1][2] == run["best_visited"]
     baseline = saved["baselines"]["params"]["uniform"]
     assert -1 <= baseline["tau"] <= 1
     # the size prior: the same supernet scores averaged with the parameter-count percentile
