@@ -95,9 +95,6 @@ class BenchNB201Config(CommonConfig):
     final_k: int = opt(
         0, "retrain the K best-scored cells of each search alone and return the best on the search split (0: off)"
     )
-    final_diversity: int = opt(
-        1, "--final-k candidates differ pairwise in at least this many of the 6 edges (1: the K best-scored)"
-    )
     final_searchers: list[str] = opt(["lanas"], "searchers whose results go through the --final-k stage")
     final_workers: int = opt(1, "cells trained alone at once by --final-k, one process each (--threads each)")
     final_space_opts: dict = opt(
@@ -128,8 +125,6 @@ class BenchNB201Config(CommonConfig):
             raise UserError(f"--fewshot-edge must be in 0..{len(EDGES) - 1} and --fewshot-share in (0, 1)")
         if self.final_k < 0 or self.final_epochs <= 0 or self.final_workers < 1:
             raise UserError("--final-k must be >= 0, --final-epochs > 0 and --final-workers >= 1")
-        if not 1 <= self.final_diversity <= len(EDGES):
-            raise UserError(f"--final-diversity must be in 1..{len(EDGES)} (edges in which candidates differ)")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup < 1:
             raise UserError("--batch-size >= 1, --lr > 0 and 0 <= --warmup < 1 are required")
 
@@ -238,9 +233,7 @@ def run_search(ev: Any, space: Any, rows: dict[str, tuple[float, ...]], cfg: Ben
                 "best_visited_score_rank": best_rank + 1, "visited": visited,
             })  # fmt: skip
             if final is not None and name in cfg.final_searchers:
-                candidates[(name, seed)] = top_candidates(
-                    space, *searcher.finite_history(), cfg.final_k, cfg.final_diversity
-                )
+                candidates[(name, seed)] = top_candidates(space, *searcher.finite_history(), cfg.final_k)
         out[name] = _found(runs, "truth")
         log.info("  %-9s found %s", name, " ".join(f"{r['truth']:.2f}" for r in runs))
         log.info(

@@ -43,35 +43,18 @@ class FixedSampler:
         return [self.arch]
 
 
-def top_candidates(
-    space: Any, archs: list[Hashable], metrics: np.ndarray, k: int, min_distance: int = 1
-) -> list[tuple[Hashable, float]]:
-    """The `k` best-scored distinct canonical cells of a search's history, best first.
-
-    With `min_distance` d > 1 the candidates are picked greedily in score order among the cells that
-    differ from every one already picked in at least d edges, so that they are not all one-edge
-    variants of the search's favourite; when fewer than `k` cells qualify, the best-scored of the
-    rest fill the list.
-    """
-    ranked: list[tuple[Hashable, float]] = []
+def top_candidates(space: Any, archs: list[Hashable], metrics: np.ndarray, k: int) -> list[tuple[Hashable, float]]:
+    """The `k` best-scored distinct canonical cells of a search's history, best first."""
+    out: list[tuple[Hashable, float]] = []
     seen: set[Hashable] = set()
     for i in np.argsort(-np.asarray(metrics, dtype=float), kind="stable"):
         key = space.canonical(archs[i])
         if key not in seen and math.isfinite(metrics[i]):
             seen.add(key)
-            ranked.append((key, float(metrics[i])))
-    out: list[tuple[Hashable, float]] = []
-    for key, score in ranked:
-        if len(out) < k and all(_edge_distance(key, other) >= min_distance for other, _ in out):
-            out.append((key, score))
-    chosen = {key for key, _ in out}
-    out += [row for row in ranked if row[0] not in chosen][: k - len(out)]
+            out.append((key, float(metrics[i])))
+        if len(out) == k:
+            break
     return out
-
-
-def _edge_distance(a: Hashable, b: Hashable) -> int:
-    """In how many edges two cells (tuples of ops) differ."""
-    return sum(x != y for x, y in zip(a, b, strict=True))  # type: ignore[call-overload]
 
 
 class FinalStage:

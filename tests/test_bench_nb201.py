@@ -253,21 +253,6 @@ def test_top_candidates_are_distinct_canonical_cells_best_first():
     assert len(top_candidates(space, [a, b], np.array([1.0, 2.0]), 1)) == 1
 
 
-def test_top_candidates_with_min_distance_skip_one_edge_variants_then_fill_up():
-    from supernet.nb201_final import top_candidates
-    from supernet.spaces.base import make_space
-
-    space = make_space("nb201", channels=4, cells=1)
-    conv = ("nor_conv_3x3",) * 6
-    one_off = ("nor_conv_1x1",) + ("nor_conv_3x3",) * 5  # differs from conv in 1 edge
-    res = ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3", "nor_conv_1x1")  # 2 edges from conv
-    archs, scores = [conv, one_off, res], np.array([3.0, 2.0, 1.0])
-    assert [a for a, _ in top_candidates(space, archs, scores, 2)] == [conv, one_off]
-    assert [a for a, _ in top_candidates(space, archs, scores, 2, min_distance=2)] == [conv, res]
-    # too few far-apart cells: the best-scored of the rest fill the list
-    assert [a for a, _ in top_candidates(space, archs, scores, 3, min_distance=3)] == [conv, one_off, res]
-
-
 def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_split(tmp_path):
     import torch
 
