@@ -95,6 +95,10 @@ class BenchNB201Config(CommonConfig):
     final_k: int = opt(
         0, "retrain the K best-scored cells of each search alone and return the best on the search split (0: off)"
     )
+    final_on: str = opt(
+        "prior", "searches that go through --final-k: prior (those on the --size-prior score, if on), all",
+        choices=("prior", "all"),
+    )  # fmt: skip
     final_searchers: list[str] = opt(["lanas"], "searchers whose results go through the --final-k stage")
     final_workers: int = opt(1, "cells trained alone at once by --final-k, one process each (--threads each)")
     final_space_opts: dict = opt(
@@ -330,7 +334,8 @@ def main(cfg: BenchNB201Config) -> dict[str, Any]:
                          ", ".join(f"{e} {op} {v:+.2f}" for e, op, v in worst_bias(rep["op_bias"])))  # fmt: skip
                 if i == 0 and searching:
                     t0 = time.monotonic()
-                    result["search"][key] = run_search(evaluator, space, rows, cfg, final)
+                    finals = cfg.final_on == "all" or not cfg.size_prior or key.endswith(f"+{cfg.size_prior}")
+                    result["search"][key] = run_search(evaluator, space, rows, cfg, final if finals else None)
                     result["search"][key]["seconds"] = round(time.monotonic() - t0, 1)
             del ev, evaluators
         _write_json(cfg, result)  # partial figures survive an interrupted run

@@ -293,10 +293,12 @@ def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_spl
 def test_toy_benchmark_with_the_final_stage(tmp_path):
     out = str(tmp_path / "out.json")
     cfg = _cfg(tmp_path, recal=[32], searchers=["lanas", "random", "evolution"], search_seeds=2, final_k=2,
-               final_epochs=0.2, final_searchers=["lanas", "random"], final_workers=2, size_prior="",
-               json=out)  # fmt: skip
+               final_epochs=0.2, final_searchers=["lanas", "random"], final_workers=2, json=out)  # fmt: skip
     main(cfg)
     saved = json.loads((tmp_path / "out.json").read_text())
+    # --final-on prior (the default): only the searches on the size-prior score go through the stage
+    assert all("final" not in r for r in saved["search"]["uniform/recal32"]["lanas"]["runs"])
+    saved["search"]["uniform/recal32"] = saved["search"]["uniform/recal32+params"]
     truth = _table_truth()
     res = saved["search"]["uniform/recal32"]["lanas"]
     for run in res["runs"]:
