@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 STAGES = ("supernet", "search", "retrain", "pipeline")  # sections of a YAML config
@@ -54,16 +55,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+MISSING: dict[str, str] = {}  # command -> the installed-nowhere package its import needs
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     from core.config import add_arguments
 
+    MISSING.clear()
     parser = OneLineParser(prog="run.py", description=__doc__.splitlines()[1])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     available: dict[str, Any] = {}
     for name, (cfg_spec, _, text) in COMMANDS.items():
         try:
             cfg_cls = _load(cfg_spec)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError) as exc:
+            top = (getattr(exc, "name", None) or "").split(".")[0]
+            if top and not (Path(__file__).parent / top).exists():  # a third-party package is missing
+                MISSING[name] = top
             sub.add_parser(name, help=f"{text} (not built yet)", description=f"{text}: not built yet")
             continue
         p = sub.add_parser(name, help=text, description=f"{text}. {cfg_cls.__doc__ or ''}".strip())
@@ -86,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub
     parser, available = build_parser()
+    command = next(iter(sys.argv[1:] if argv is None else argv), "")
+    if command in MISSING:  # before parsing: its options could not be registered
+        print(f"error: '{command}' needs the package '{MISSING[command]}', which is not installed in this "
+              f"Python ({sys.executable}); install as README says, or activate the environment that has it",
+              file=sys.stderr)  # fmt: skip
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -35,6 +35,23 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     assert time.monotonic() - t0 < 30
 
 
+def test_a_missing_package_is_named_not_reported_as_bad_options(monkeypatch, capsys):
+    real_load = run._load
+
+    def load(spec):
+        if spec.startswith("supernet.bench_nb201:"):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_load(spec)
+
+    monkeypatch.setattr(run, "_load", load)
+    monkeypatch.setattr(run, "MISSING", {})
+    assert run.main(["bench-nb201", "--budget-minutes", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the package 'torch'" in err and "README" in err
+    assert run.main(["supernet", "--epochs", "0"]) == 2  # the other commands still parse their options
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
 def test_unknown_config_key_and_unwritable_run_dir(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 1\nlearning_rate: 0.1\n")
