@@ -133,12 +133,17 @@ def preset_path(name: str) -> Path:
 
 
 def section(data: dict[str, Any], stage: str, stages: tuple[str, ...]) -> dict[str, Any]:
-    """The keys for `stage`: top-level keys that are not stage sections, updated by its section."""
+    """The keys for `stage`: top-level keys that are not stage sections, updated by its section.
+
+    A mapping given in both (`space_opts`) is merged key by key, the section's keys winning, so a
+    section can widen the network without restating the space.
+    """
     out = {k: v for k, v in data.items() if k not in stages}
     sub = data.get(stage) or {}
     if not isinstance(sub, dict):
         raise UserError(f"config section {stage!r} must be a mapping")
-    out.update(sub)
+    for key, value in sub.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

@@ -43,7 +43,9 @@ def test_preset_resolves_for_every_stage(name, tmp_path):
         cls = {"supernet": SupernetConfig, "search": SearchConfig, "retrain": RetrainConfig}[stage]
         if stage == "retrain":
             alone.arch_file = "topk.json"
-        resolve(cls, alone, stage=stage, stages=run.STAGES)
+        alone_cfg = resolve(cls, alone, stage=stage, stages=run.STAGES)
+        in_pipeline = {"supernet": sup, "search": search, "retrain": retrain}[stage]
+        assert alone_cfg.space_opts == in_pipeline.space_opts, f"{stage} alone builds another network"
 
     space = make_space(search.space, **search.space_opts)
     make_space(search.space, **retrain.space_opts)  # the retrain network's macro options build too
