@@ -38,6 +38,11 @@ class SearchConfig(CommonConfig):
     max_params: float = opt(0.0, "upper bound on parameters in millions; 0: none")
     topk: int = opt(5, "how many of the best architectures go into topk.json")
     supernet_ckpt: str = opt("", "supernet checkpoint for --evaluator supernet (default: <run_dir>/supernet/best.pt)")
+    score: str = opt(
+        "acc",
+        "supernet evaluator: what to maximise on the search split: acc (top-1) or nll (minus cross-entropy)",
+        choices=("acc", "nll"),
+    )
     recal_images: int = opt(2000, "supernet evaluator: training images to re-estimate BatchNorm statistics per arch")
     amp: str = opt(
         "off", "supernet/train evaluators: mixed precision (fp16 on CUDA, bf16)", choices=("off", "fp16", "bf16")

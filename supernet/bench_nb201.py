@@ -106,6 +106,8 @@ class BenchNB201Config(CommonConfig):
     )
     final_epochs: float = opt(3.0, "training epochs of each cell trained alone by --final-k (cosine, from scratch)")
     eval_batch: int = opt(500, "evaluation batch size")
+    score: str = opt("acc", "supernet score: acc (top-1 on the search split) or nll (minus cross-entropy)",
+                     choices=("acc", "nll"))  # fmt: skip
     reuse: bool = opt(True, "reuse a supernet this run directory already trained with the same settings")
     json: str = opt("", "write all figures to this JSON file")
     plot: str = opt("", "scatter plot PNG (default: <run_dir>/ranking.png)")

@@ -1,4 +1,4 @@
-"""Scoring one subnet of a supernet: BatchNorm recalibration, then accuracy on the search split.
+"""Scoring one subnet of a supernet: BatchNorm recalibration, then accuracy and loss on the search split.
 
 Weight sharing leaves the supernet's BatchNorm running statistics a mix of every subnet trained, so
 each subnet's statistics are re-estimated before it is scored (as in SPOS and Once-for-All): the
@@ -68,23 +68,25 @@ def recalibrate_bn(
 
 
 @torch.no_grad()
-def accuracy(
+def evaluate_arch(
     net: nn.Module, arch: Hashable, loader: TensorLoader, autocast: contextlib.AbstractContextManager | None = None
-) -> tuple[float, int]:
-    """Top-1 accuracy (%) of `arch` over `loader`, summed over ranks when the loader is sharded."""
+) -> dict[str, float]:
+    """Top-1 accuracy (%), mean cross-entropy and image count of `arch` over `loader` (summed over ranks)."""
     was_training = net.training
     net.eval()
-    counts = torch.zeros(2, dtype=torch.float64, device=loader.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)
     for x, y in loader:
         with autocast or contextlib.nullcontext():
             logits = net(x, arch)
-        counts[0] += (logits.argmax(1) == y).sum()
-        counts[1] += len(y)
+        sums[0] += (logits.argmax(1) == y).sum()
+        sums[1] += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        sums[2] += len(y)
     net.train(was_training)
     if loader.world > 1:
-        distributed.all_reduce_sum(counts)
-    correct, total = counts.tolist()  # .tolist() syncs with the GPU once per arch
-    return 100.0 * correct / max(total, 1), int(total)
+        distributed.all_reduce_sum(sums)
+    correct, loss, total = sums.tolist()  # .tolist() syncs with the GPU once per arch
+    total = max(total, 1)
+    return {"acc": 100.0 * correct / total, "loss": loss / total, "n": int(total)}
 
 
 def score_arch(
@@ -94,8 +96,11 @@ def score_arch(
     eval_loader: TensorLoader,
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, float]:
-    """Recalibrate (unless `recal_loader` is None) and score `arch`; BN state restored afterwards."""
+    """Recalibrate (unless `recal_loader` is None) and score `arch` (accuracy and mean cross-entropy).
+
+    BN state is restored afterwards.
+    """
     with preserved_bn_state(net):
         n_recal = recalibrate_bn(net, arch, recal_loader, autocast) if recal_loader is not None else 0
-        acc, n = accuracy(net, arch, eval_loader, autocast)
-    return {"acc": acc, "n_eval": n, "n_recal": n_recal}
+        result = evaluate_arch(net, arch, eval_loader, autocast)
+    return {"acc": result["acc"], "loss": result["loss"], "n_eval": result["n"], "n_recal": n_recal}

@@ -206,7 +206,7 @@ class FewShotEvaluator:
 
 
 def make_evaluator(cfg: BenchNB201Config, space: Any, ckpts: dict[str, Path], recal: int) -> Any:
-    kw = {"device": cfg.device, "recal_images": recal, "batch_size": cfg.eval_batch}
+    kw = {"device": cfg.device, "recal_images": recal, "batch_size": cfg.eval_batch, "score": cfg.score}
     if "" in ckpts:
         from search.evaluators.supernet import SupernetEvaluator
 

@@ -162,6 +162,29 @@ def test_recalibration_is_deterministic_and_restores_state(tmp_path):
     assert bn.momentum == pytest.approx(1 / 3)
 
 
+def test_score_reports_the_mean_cross_entropy_and_the_evaluator_can_maximise_it(tmp_path):
+    from search.evaluators.supernet import SupernetEvaluator
+    from supernet.evaluate import score_arch
+
+    trainer = SupernetTrainer(make_cfg(tmp_path, max_steps=4))
+    trainer.fit()
+    arch = trainer.panel["random0"]
+    ev = trainer._loader(trainer.data.search, 64)
+    got = score_arch(trainer.net, arch, None, ev)
+    trainer.net.eval()
+    with torch.no_grad():
+        batches = [(trainer.net(x, arch), y) for x, y in ev]
+    logits, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    assert got["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert got["acc"] == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
+    ckpt = tmp_path / "supernet" / "last.pt"
+    by_nll = SupernetEvaluator(trainer.space, ckpt, recal_images=0, score="nll").score(arch)
+    by_acc = SupernetEvaluator(trainer.space, ckpt, recal_images=0).score(arch)
+    assert by_nll["metric"] == pytest.approx(-got["loss"], rel=1e-5) and by_nll["acc"] == by_acc["metric"]
+    with pytest.raises(UserError, match="unknown supernet score 'top5'"):
+        SupernetEvaluator(trainer.space, ckpt, score="top5")
+
+
 def test_sandwich_distillation_comes_from_largest():
     cfg = SupernetConfig(strategy="sandwich", kd_temperature=2.0, kd_weight=1.0)
     torch.manual_seed(0)

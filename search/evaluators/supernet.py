@@ -1,7 +1,9 @@
 """The supernet evaluator: an architecture's accuracy read off a trained supernet (one-shot NAS).
 
 Each architecture's BatchNorm statistics are recalibrated on N training images, then it is scored
-on the search split carved out of the training set, under `no_grad` and autocast. The test split is
+on the search split carved out of the training set, under `no_grad` and autocast: by its top-1
+accuracy, or (`--score nll`) by minus its mean cross-entropy, which, unlike a count of right answers,
+still tells apart subnets of an under-trained supernet whose accuracies tie. The test split is
 never loaded into the evaluator. Scores are cached by canonical architecture. Under `torchrun`, each
 rank scores a share of every proposal batch and the results are gathered in proposal order.
 """
@@ -24,6 +26,7 @@ from supernet.evaluate import recal_subset, score_arch
 from supernet.spaces.base import Space
 
 log = logging.getLogger(__name__)
+SCORES = ("acc", "nll")  # top-1 accuracy (%), or minus the mean cross-entropy (higher is better for both)
 
 
 def find_supernet_checkpoint(run_dir: str, given: str = "") -> Path:
@@ -53,8 +56,11 @@ class SupernetEvaluator:
         recal_images: int = 2000,
         batch_size: int = 256,
         data_dir: str | None = None,
+        score: str = "acc",
     ) -> None:
-        self.space = space
+        if score not in SCORES:
+            raise UserError(f"unknown supernet score {score!r}: choose one of {', '.join(SCORES)}")
+        self.space, self.score_name = space, score
         self.device = select_device(device)
         amp_lib.check_amp(amp, self.device)
         state = load_checkpoint(checkpoint, map_location=self.device)
@@ -95,7 +101,9 @@ class SupernetEvaluator:
         key = self.space.canonical(arch)
         if key not in self.cache:
             result = score_arch(self.net, arch, self.recal, self.eval_loader, self.autocast())
-            self.cache[key] = {"metric": result["acc"], "n_recal": result["n_recal"], "n_eval": result["n_eval"]}
+            metric = result["acc"] if self.score_name == "acc" else -result["loss"]
+            self.cache[key] = {"metric": metric, "acc": result["acc"], "loss": round(result["loss"], 6),
+                               "n_recal": result["n_recal"], "n_eval": result["n_eval"]}  # fmt: skip
         return dict(self.cache[key])
 
     def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
@@ -120,6 +128,7 @@ def _factory(cfg: Any, space: Space) -> SupernetEvaluator:
         amp=getattr(cfg, "amp", "off"),
         recal_images=getattr(cfg, "recal_images", 2000),
         data_dir=cfg.data_dir or None,
+        score=getattr(cfg, "score", "acc"),
     )
 
 
