@@ -123,9 +123,14 @@ def _signature(cfg: BenchNB201Config, strategy: str) -> dict[str, Any]:
     keys = ("seed", "dataset", "data_dir", "search_size", "split_seed", "space_opts", "budget_minutes", "max_steps",
             "batch_size", "lr", "min_lr", "weight_decay", "warmup", "sandwich_k")  # fmt: skip
     sig = {k: getattr(cfg, k) for k in keys} | {"strategy": strategy}
+    sig["data_dir"] = _absolute(sig["data_dir"])  # the same data, whichever directory the command ran from
     if strategy == "fewshot":
         sig |= {k: getattr(cfg, k) for k in ("fewshot_edge", "fewshot_share", "fewshot_inner")}
     return sig
+
+
+def _absolute(path: Any) -> Any:
+    return str(Path(path).resolve()) if isinstance(path, str) and path else path
 
 
 def train_supernet(cfg: BenchNB201Config, strategy: str, root: Path) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -137,9 +142,15 @@ def train_supernet(cfg: BenchNB201Config, strategy: str, root: Path) -> tuple[di
     ckpts = {op: out / (f"split-{op}" if op else "") / "supernet" / "last.pt" for op in ops}
     if cfg.reuse and record.exists() and all(p.exists() for p in ckpts.values()):
         saved = json.loads(record.read_text())
-        if saved.get("signature") == json.loads(json.dumps(sig)):
+        before = dict(saved.get("signature") or {})
+        before["data_dir"] = _absolute(before.get("data_dir"))
+        now = json.loads(json.dumps(sig))
+        if before == now:
             log.info("%s: reusing the supernet trained in %s", strategy, out)
             return saved["stats"] | {"reused": True}, ckpts
+        differ = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in now if before.get(k) != now.get(k))
+        log.warning("%s: the supernet in %s was trained with other settings (%s): training it again", strategy, out,
+                    differ)  # fmt: skip
     budget = cfg.budget_minutes * 60
     log.info("%s: training for %.1f min", strategy, cfg.budget_minutes)
     if strategy != "fewshot":

@@ -315,3 +315,28 @@ def test_toy_benchmark_with_the_final_stage(tmp_path):
     wanted = {c["arch"] for s in ("lanas", "random") for r in saved["search"]["uniform/recal32"][s]["runs"]
               for c in r["final"]["candidates"]}  # fmt: skip
     assert trained == wanted  # each cell trained once, however many searches proposed it
+
+
+def test_a_supernet_is_reused_whichever_directory_names_its_data(tmp_path, monkeypatch, caplog):
+    from supernet.nb201_train import _signature, train_supernet
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path / "run", data_dir="data")
+    saved = _signature(cfg, "uniform")
+    assert saved["data_dir"] == str(tmp_path / "data")  # recorded absolute
+    out = tmp_path / "run" / "uniform"
+    (out / "supernet").mkdir(parents=True)
+    (out / "supernet" / "last.pt").write_bytes(b"")  # reuse only checks that it is there
+    (out / "train.json").write_text(json.dumps({"signature": saved, "stats": {"steps": 7}}))
+    monkeypatch.chdir(tmp_path / "run")  # the same data named relatively from another directory
+    stats, _ = train_supernet(_cfg(tmp_path / "run", data_dir="../data"), "uniform", tmp_path / "run")
+    assert stats == {"steps": 7, "reused": True}
+
+    def trained(*a, **k):
+        raise RuntimeError("trained")
+
+    monkeypatch.setattr("supernet.nb201_train.SupernetTrainer", trained)
+    with pytest.raises(RuntimeError, match="trained"):  # other settings: said, then trained again
+        train_supernet(_cfg(tmp_path / "run", data_dir="../data", lr=0.1), "uniform", tmp_path / "run")
+    assert "lr 0.05 -> 0.1" in caplog.text
