@@ -1,8 +1,9 @@
-"""scripts/demo_spread.py: the random architectures match the cost, and the variance split is right."""
+"""scripts/demo_spread.py and scripts/demo_vs_random.py: cost-matched sampling, variance split, seed statistics."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,32 @@ def test_variance_components_recover_the_architecture_and_seed_spread():
 def test_expected_maximum_of_normals():
     assert demo_spread.expected_max(1) == pytest.approx(0.0, abs=0.01)
     assert demo_spread.expected_max(30) == pytest.approx(2.04, abs=0.02)
+
+
+spec2 = importlib.util.spec_from_file_location("demo_vs_random", ROOT / "scripts" / "demo_vs_random.py")
+demo_vs_random = importlib.util.module_from_spec(spec2)
+spec2.loader.exec_module(demo_vs_random)
+
+
+def test_paired_summary_of_seeds():
+    s = demo_vs_random.paired_summary(np.array([1.0, 2.0, 3.0]))
+    assert s["mean"] == 2.0 and s["se"] == pytest.approx(1 / np.sqrt(3)) and s["t"] == pytest.approx(2 * np.sqrt(3))
+    assert s["p_one_sided"] == pytest.approx(1 / 8)  # only the all-positive sign pattern is as large
+    mixed = demo_vs_random.paired_summary(np.array([2.0, -2.0, 0.0, 1.0]))
+    assert (mixed["wins"], mixed["ties"], mixed["losses"]) == (2, 1, 1)
+    assert 0.25 < mixed["p_one_sided"] < 0.75
+
+
+def test_demo_vs_random_reads_run_directories(tmp_path, capsys):
+    for seed, (found, rand) in enumerate([(50.0, 47.0), (48.0, 49.0)]):
+        for arch_id, acc in (("top1", found), ("baseline-random", rand)):
+            out = tmp_path / f"s{seed}" / "retrain" / arch_id
+            out.mkdir(parents=True)
+            (out / "report.json").write_text(json.dumps({"final": {"test_top1": acc}}))
+    runs = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    assert demo_vs_random.main([*runs, "--json", str(tmp_path / "seeds.json")]) == 0
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["summary"]["mean"] == pytest.approx(1.0) and saved["found_mean"] == pytest.approx(49.0)
+    assert "ahead in 1, level in 0, behind in 1" in capsys.readouterr().out
+    assert demo_vs_random.main([str(tmp_path / "missing")]) == 2
+    assert "has the pipeline" in capsys.readouterr().err
