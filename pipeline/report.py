@@ -57,17 +57,34 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def metric_name(record: dict[str, Any]) -> str:
+    """What a search's "metric" is: a supernet's minus cross-entropy, a size-prior score, or an accuracy."""
+    metric, loss = record.get("metric"), record.get("loss")
+    if isinstance(metric, (int, float)) and isinstance(loss, (int, float)) and abs(metric + loss) < 1e-5:
+        return "minus cross-entropy"
+    return "score (with size prior)" if "raw_metric" in record else "accuracy (%)"
+
+
+def describe_estimate(best: dict[str, Any]) -> str:
+    """'accuracy (%) 24.20', or 'minus cross-entropy -1.978 (top-1 22.4%)'."""
+    name = metric_name(best)
+    text = f"{name} {best['metric']:.2f}" if name.startswith("accuracy") else f"{name} {best['metric']:.4g}"
+    acc = best.get("acc")
+    return text + (f" (top-1 {acc:.1f}%)" if isinstance(acc, (int, float)) and not name.startswith("accuracy") else "")
+
+
 def search_plots(records: list[dict[str, Any]], chosen: list[str], curve: Path, scatter: Path) -> int:
-    """Best-so-far curve and accuracy-vs-MFLOPs scatter; returns the number of points scattered."""
+    """Best-so-far curve and metric-vs-MFLOPs scatter; returns the number of points scattered."""
     plt = _plt()
     ok = [r for r in records if isinstance(r.get("metric"), (int, float)) and math.isfinite(r["metric"])]
+    name = metric_name(ok[0]) if ok else "accuracy (%)"
     best, running = [], -math.inf
     for r in ok:
         running = max(running, r["metric"])
         best.append(running)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(range(1, len(best) + 1), best)
-    ax.set(xlabel="architectures evaluated", ylabel="best search-split accuracy (%)", title="search: best so far")
+    ax.set(xlabel="architectures evaluated", ylabel=f"best search-split {name}", title="search: best so far")
     fig.tight_layout()
     fig.savefig(curve, dpi=110)
     plt.close(fig)
@@ -86,7 +103,8 @@ def search_plots(records: list[dict[str, Any]], chosen: list[str], curve: Path, 
         label="retrained",
         zorder=3,
     )
-    ax.set(xlabel="MFLOPs (multiply-accumulates)", ylabel="search-split accuracy (%)", title="accuracy vs cost")
+    title = f"{name.split(' (')[0]} vs cost"
+    ax.set(xlabel="MFLOPs (multiply-accumulates)", ylabel=f"search-split {name}", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(scatter, dpi=110)
@@ -151,7 +169,7 @@ def _markdown(best: dict[str, Any], rows: list[dict[str, Any]], epochs: int, eva
             "",
             f"Best architecture found: `{best['str']}`",
             "",
-            f"Search-split estimate {best['metric']:.2f}%, {_fmt(best.get('mflops'))} MFLOPs, "
+            f"Search-split estimate: {describe_estimate(best)}; {_fmt(best.get('mflops'))} MFLOPs, "
             f"{_fmt(best.get('params'))}M parameters.",
             "",
             f"## Supernet ({epochs} epochs)",

@@ -138,12 +138,14 @@ def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: floa
 
 def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]], report: dict[str, Any]) -> dict:
     """What the user needs at the end: where the report is, the best architecture, its cost, how to export."""
+    from pipeline.report import describe_estimate
+
     top = next((r for r in results if r["arch_id"] == "top1"), None)
     acc = _test_acc(top) if top else None
     lines = [
         f"report: {report['markdown']} (and {report['html']})",
         f"best architecture: {best['str']}",
-        f"  search estimate {best['metric']:.2f}, {best.get('mflops') or 0:.2f} MFLOPs, "
+        f"  search estimate: {describe_estimate(best)}; {best.get('mflops') or 0:.2f} MFLOPs, "
         f"{best.get('params') or 0:.3f}M params",
     ]
     if acc is not None:

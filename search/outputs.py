@@ -33,7 +33,7 @@ def _entry(rank: int, r: dict[str, Any]) -> dict[str, Any]:
         "mflops": r.get("mflops"),
         "params": r.get("params"),
         "index": r.get("index"),
-    } | ({"raw_metric": r["raw_metric"]} if "raw_metric" in r else {})  # the evaluator's own score under --prior
+    } | {k: r[k] for k in ("raw_metric", "acc", "loss") if k in r}  # --prior's raw score; a supernet's acc and loss
 
 
 def topk(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

@@ -77,6 +77,9 @@ def test_report_files_and_plots(killed_and_rerun):
     md = (run_dir / "report.md").read_text()
     html = (run_dir / "report.html").read_text()
     assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
+    best = json.loads((run_dir / "search" / "topk.json").read_text())[0]
+    assert best["metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
+    assert f"Search-split estimate: minus cross-entropy {best['metric']:.4g} (top-1 {best['acc']:.1f}%)" in md
     row = next(line for line in md.splitlines() if line.startswith("| top1 |")).split("|")[2:-1]
     top1 = json.loads((run_dir / "retrain" / "top1" / "report.json").read_text())
     acc, _, params, mflops, score = (cell.strip() for cell in row)  # EMA column: "-" without EMA
@@ -104,3 +107,13 @@ def test_second_rerun_skips_everything(killed_and_rerun):
     assert "search: 8 evaluations already in the journal, skipped" in again.stderr
     assert "retrain top1: report found, skipped" in again.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_the_estimate_is_described_by_what_the_search_maximised():
+    from pipeline.report import describe_estimate, metric_name
+
+    assert describe_estimate({"metric": 24.2}) == "accuracy (%) 24.20"
+    nll = {"metric": -1.97851, "loss": 1.978512, "acc": 22.4}
+    assert metric_name(nll) == "minus cross-entropy"
+    assert describe_estimate(nll) == "minus cross-entropy -1.979 (top-1 22.4%)"
+    assert metric_name({"metric": 0.8, "raw_metric": -1.9, "loss": 1.9}) == "score (with size prior)"
