@@ -78,5 +78,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def cleanup() -> None:
+    """Tear the process group down once every rank got here.
+
+    Without the barrier a rank that finishes first can destroy its end while the other still runs a
+    last collective or the store's threads, and gloo aborts the slower rank at exit (SIGABRT,
+    "terminate called without an active exception"), failing a run that had finished.
+    """
     if is_distributed():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
