@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -97,13 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         archs = sample_same_flops(space, args.target_mflops, args.archs, args.seed)
         run_dir = Path(args.run_dir)
         jobs = [(i, s) for i in range(len(archs)) for s in range(args.seeds)]
-        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-        cores = sorted(cores)[: args.workers] if len(cores) >= args.workers else [None] * args.workers
+        mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        free: queue.Queue = queue.Queue()  # one core per running retrain, handed back when it ends
+        for core in mine[: args.workers] if len(mine) >= args.workers else [None] * args.workers:
+            free.put(core)
 
         def run(k: int) -> float:
             i, s = jobs[k]
-            arch_json = json.dumps(space.to_json(archs[i]))
-            return retrain(args.preset, arch_json, s, run_dir, f"a{i}-s{s}", cores[k % args.workers])
+            core = free.get()
+            try:
+                return retrain(args.preset, json.dumps(space.to_json(archs[i])), s, run_dir, f"a{i}-s{s}", core)
+            finally:
+                free.put(core)
 
         with ThreadPoolExecutor(args.workers) as pool:
             flat = list(pool.map(run, range(len(jobs))))
