@@ -58,11 +58,19 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def metric_name(record: dict[str, Any]) -> str:
-    """What a search's "metric" is: a supernet's minus cross-entropy, a size-prior score, or an accuracy."""
-    metric, loss = record.get("metric"), record.get("loss")
-    if isinstance(metric, (int, float)) and isinstance(loss, (int, float)) and abs(metric + loss) < 1e-5:
-        return "minus cross-entropy"
-    return "score (with size prior)" if "raw_metric" in record else "accuracy (%)"
+    """What a search's "metric" is: a size-prior score, a supernet's minus cross-entropy, or an accuracy.
+
+    Supernet records name their score ("acc" or "nll"); journals written before they did are read by
+    whether the metric is minus the recorded loss.
+    """
+    if "raw_metric" in record:
+        return "score (with size prior)"
+    score = record.get("score")
+    if score is None:
+        metric, loss = record.get("metric"), record.get("loss")
+        numbers = isinstance(metric, (int, float)) and isinstance(loss, (int, float))
+        score = "nll" if numbers and abs(metric + loss) < 1e-5 else "acc"
+    return "minus cross-entropy" if score == "nll" else "accuracy (%)"
 
 
 def describe_estimate(best: dict[str, Any]) -> str:

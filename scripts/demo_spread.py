@@ -12,6 +12,10 @@ It then splits the variance of the test top-1 into the part that comes with the 
 the part that comes with the seed (one-way random-effects ANOVA). The architecture part bounds what
 a search can gain at equal cost: even a search that knew every architecture's true accuracy
 gains, over a random architecture, about the expected maximum of `--pool` draws of that spread.
+
+`--supernets RUN...` then scores the same architectures with each run's supernet, the way the
+preset's search does (its score and recalibration), and prints Kendall's tau between those scores
+and the architectures' retrained means: how well a supernet orders architectures of equal cost.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import load_yaml, preset_path  # noqa: E402
 from core.errors import UserError  # noqa: E402
+from supernet.ranking import kendall_tau  # noqa: E402
 from supernet.spaces.base import Space, make_space  # noqa: E402
 
 
@@ -78,6 +83,20 @@ def retrain(preset: str, arch_json: str, seed: int, run_dir: Path, arch_id: str,
     return float(json.loads(report.read_text())["final"]["test_top1"])
 
 
+def supernet_taus(space: Space, archs: list, means: np.ndarray, runs: list[str], search: dict) -> list[dict]:
+    """Per run: Kendall's tau between its supernet's scores of `archs` (by acc and by nll) and `means`."""
+    from search.evaluators.supernet import SupernetEvaluator, find_supernet_checkpoint
+
+    out = []
+    for run in runs:
+        ckpt = find_supernet_checkpoint(run)
+        ev = SupernetEvaluator(space, ckpt, recal_images=int(search.get("recal_images", 2000)), score="nll")
+        scores = [ev.score(a) for a in archs]
+        acc, nll = [r["acc"] for r in scores], [-r["loss"] for r in scores]
+        out.append({"run": run, "tau_acc": kendall_tau(acc, means), "tau_nll": kendall_tau(nll, means)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="demo", help="the preset whose space and retrain recipe to use")
@@ -89,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="retrains at once, one thread each")
     p.add_argument("--run-dir", required=True, help="where the retrains go")
     p.add_argument("--json", default="", help="write the table and the figures here")
+    p.add_argument("--supernets", nargs="*", default=[], help="pipeline run dirs whose supernets to rank these with")
     args = p.parse_args(argv)
     try:
         if args.archs < 2 or args.seeds < 2:
@@ -118,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     acc = np.array(flat).reshape(len(archs), args.seeds)
     comp = variance_components(acc)
+    try:
+        taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     e_max = expected_max(args.pool)
     for i, arch in enumerate(archs):
         row = "  ".join(f"{v:5.1f}" for v in acc[i])
@@ -125,11 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean {acc.mean():.2f}; architecture sd {comp['arch_sd']:.2f}, seed sd {comp['seed_sd']:.2f} "
           f"(F {comp['f']:.2f} on {comp['df'][0]}, {comp['df'][1]} df); an oracle picking the best of {args.pool} "
           f"gains about {e_max * comp['arch_sd']:.2f} points over a random one")  # fmt: skip
+    for t in taus:
+        print(f"{t['run']}: Kendall tau of its supernet with the retrained means: "
+              f"nll {t['tau_nll']:.2f}, acc {t['tau_acc']:.2f}")  # fmt: skip
+    if taus:
+        print(f"mean tau over {len(taus)} supernets: nll {np.mean([t['tau_nll'] for t in taus]):.3f}, "
+              f"acc {np.mean([t['tau_acc'] for t in taus]):.3f}")  # fmt: skip
     if args.json:
         out = {"preset": args.preset, "target_mflops": args.target_mflops, "seeds": args.seeds,
                "archs": [{"arch": space.to_json(a), "str": space.to_str(a), "mflops": space.cost(a).mflops,
                           "test_top1": acc[i].tolist()} for i, a in enumerate(archs)],
-               **comp, "pool": args.pool, "oracle_gain": e_max * comp["arch_sd"]}  # fmt: skip
+               **comp, "pool": args.pool, "oracle_gain": e_max * comp["arch_sd"], "supernets": taus}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 

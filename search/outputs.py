@@ -1,7 +1,8 @@
 """What a search leaves behind, computed from its journal: top-k, Pareto front, and plots.
 
 - `topk.json`: `[{"rank", "arch", "str", "metric", "report_metric", "mflops", "params"}]` (and
-  "raw_metric", the evaluator's own score, when a `--prior` made "metric" a combined one), best
+  "raw_metric", the evaluator's own score, when a `--prior` made "metric" a combined one; and, from
+  the supernet evaluator, "score" (acc or nll, what "metric" is) with "acc" and "loss"), best
   first, ready for `run.py retrain --arch-file` (read an entry's "arch" with `space.from_json`).
 - `pareto.json` / `pareto.png`: the architectures that no other beats on both metric (higher) and
   MFLOPs (lower).
@@ -33,7 +34,7 @@ def _entry(rank: int, r: dict[str, Any]) -> dict[str, Any]:
         "mflops": r.get("mflops"),
         "params": r.get("params"),
         "index": r.get("index"),
-    } | {k: r[k] for k in ("raw_metric", "acc", "loss") if k in r}  # --prior's raw score; a supernet's acc and loss
+    } | {k: r[k] for k in ("raw_metric", "score", "acc", "loss") if k in r}  # --prior's raw score; a supernet's
 
 
 def topk(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

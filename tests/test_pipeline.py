@@ -79,6 +79,7 @@ def test_report_files_and_plots(killed_and_rerun):
     assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
     best = json.loads((run_dir / "search" / "topk.json").read_text())[0]
     assert best["metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
+    assert best["score"] == "nll"
     assert f"Search-split estimate: minus cross-entropy {best['metric']:.4g} (top-1 {best['acc']:.1f}%)" in md
     row = next(line for line in md.splitlines() if line.startswith("| top1 |")).split("|")[2:-1]
     top1 = json.loads((run_dir / "retrain" / "top1" / "report.json").read_text())
@@ -117,3 +118,29 @@ def test_the_estimate_is_described_by_what_the_search_maximised():
     assert metric_name(nll) == "minus cross-entropy"
     assert describe_estimate(nll) == "minus cross-entropy -1.979 (top-1 22.4%)"
     assert metric_name({"metric": 0.8, "raw_metric": -1.9, "loss": 1.9}) == "score (with size prior)"
+    # the recorded score name wins over the inference from metric == -loss (kept for older journals)
+    assert metric_name({"metric": -1.9, "loss": 1.5, "score": "nll"}) == "minus cross-entropy"
+    assert metric_name({"metric": -1.9, "loss": 1.9, "score": "acc"}) == "accuracy (%)"
+
+
+def test_the_random_baseline_matches_the_best_ones_mflops_without_leaning_larger():
+    """Below the space's typical cost a wide window holds mostly larger archs; the baseline must not follow."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from core.config import load_yaml, preset_path
+    from pipeline.run import random_same_flops
+    from supernet.spaces.base import make_space
+
+    demo = load_yaml(preset_path("demo"))
+    space = make_space(demo["space"], **demo["space_opts"])
+    target = 8.3  # MFLOPs: below the demo space's median of about 9.2, where demo searches often pick
+    best = {"mflops": target, "arch": space.to_json(space.sample(np.random.default_rng(0)))}
+    gaps = []
+    for seed in range(40):
+        cfg = SimpleNamespace(space=demo["space"], space_opts=demo["space_opts"], seed=seed)
+        arch = space.from_json(random_same_flops(cfg, best))
+        gaps.append(space.cost(arch).mflops / target - 1)
+    assert max(abs(g) for g in gaps) <= 0.02
+    assert abs(sum(gaps) / len(gaps)) < 0.006  # a ±10% window gives +0.015 here

@@ -181,6 +181,7 @@ def test_score_reports_the_mean_cross_entropy_and_the_evaluator_can_maximise_it(
     by_nll = SupernetEvaluator(trainer.space, ckpt, recal_images=0, score="nll").score(arch)
     by_acc = SupernetEvaluator(trainer.space, ckpt, recal_images=0).score(arch)
     assert by_nll["metric"] == pytest.approx(-got["loss"], rel=1e-5) and by_nll["acc"] == by_acc["metric"]
+    assert (by_nll["score"], by_acc["score"]) == ("nll", "acc")  # the journal names what "metric" is
     with pytest.raises(UserError, match="unknown supernet score 'top5'"):
         SupernetEvaluator(trainer.space, ckpt, score="top5")
 

@@ -102,8 +102,9 @@ class SupernetEvaluator:
         if key not in self.cache:
             result = score_arch(self.net, arch, self.recal, self.eval_loader, self.autocast())
             metric = result["acc"] if self.score_name == "acc" else -result["loss"]
-            self.cache[key] = {"metric": metric, "acc": result["acc"], "loss": round(result["loss"], 6),
-                               "n_recal": result["n_recal"], "n_eval": result["n_eval"]}  # fmt: skip
+            self.cache[key] = {"metric": metric, "score": self.score_name, "acc": result["acc"],
+                               "loss": round(result["loss"], 6), "n_recal": result["n_recal"],
+                               "n_eval": result["n_eval"]}  # fmt: skip
         return dict(self.cache[key])
 
     def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
