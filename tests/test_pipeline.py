@@ -144,3 +144,24 @@ def test_the_random_baseline_matches_the_best_ones_mflops_without_leaning_larger
         gaps.append(space.cost(arch).mflops / target - 1)
     assert max(abs(g) for g in gaps) <= 0.02
     assert abs(sum(gaps) / len(gaps)) < 0.006  # a ±10% window gives +0.015 here
+
+
+def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
+    """Scoring the journal's archs again, as the search did, orders them exactly as the journal does."""
+    import importlib.util
+
+    from core.config import load_yaml, preset_path
+    from supernet.spaces.base import make_space
+
+    spec = importlib.util.spec_from_file_location("demo_spread", ROOT / "scripts" / "demo_spread.py")
+    demo_spread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_spread)
+    run_dir = killed_and_rerun[0]
+    tiny = load_yaml(preset_path("test-tiny"))
+    space = make_space(tiny["space"], **tiny["space_opts"])
+    records = read_jsonl(run_dir / "search" / "journal.jsonl")
+    archs = [space.from_json(r["arch"]) for r in records]
+    taus = demo_spread.supernet_taus(space, archs, [r["metric"] for r in records], [str(run_dir)], tiny["search"])
+    assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's metric is the same minus cross-entropy
+    upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
+    assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)
