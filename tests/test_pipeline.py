@@ -123,8 +123,8 @@ def test_the_estimate_is_described_by_what_the_search_maximised():
     assert metric_name({"metric": -1.9, "loss": 1.9, "score": "acc"}) == "accuracy (%)"
 
 
-def test_the_random_baseline_matches_the_best_ones_mflops_without_leaning_larger():
-    """Below the space's typical cost a wide window holds mostly larger archs; the baseline must not follow."""
+def test_the_random_baseline_matches_the_retrained_mflops_without_leaning_larger():
+    """Matched at the retraining width, and below the space's typical cost not mostly by larger archs."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -134,16 +134,21 @@ def test_the_random_baseline_matches_the_best_ones_mflops_without_leaning_larger
     from supernet.spaces.base import make_space
 
     demo = load_yaml(preset_path("demo"))
-    space = make_space(demo["space"], **demo["space_opts"])
-    target = 8.3  # MFLOPs: below the demo space's median of about 9.2, where demo searches often pick
-    best = {"mflops": target, "arch": space.to_json(space.sample(np.random.default_rng(0)))}
+    retrained = make_space(demo["space"], **{**demo["space_opts"], **demo["retrain"]["space_opts"]})
+    rng = np.random.default_rng(0)
+    costs = {}
+    for _ in range(400):
+        arch = retrained.sample(rng)
+        costs[retrained.canonical(arch)] = (retrained.cost(arch).mflops, arch)
+    # the 20th-percentile arch: where a wide window holds mostly larger ones (demo searches often pick there)
+    target, best = sorted(costs.values(), key=lambda c: c[0])[len(costs) // 5]
     gaps = []
     for seed in range(40):
-        cfg = SimpleNamespace(space=demo["space"], space_opts=demo["space_opts"], seed=seed)
-        arch = space.from_json(random_same_flops(cfg, best))
-        gaps.append(space.cost(arch).mflops / target - 1)
-    assert max(abs(g) for g in gaps) <= 0.02
-    assert abs(sum(gaps) / len(gaps)) < 0.006  # a ±10% window gives +0.015 here
+        cfg = SimpleNamespace(space=demo["space"], space_opts=demo["space_opts"], retrain=demo["retrain"], seed=seed)
+        arch = retrained.from_json(random_same_flops(cfg, {"arch": retrained.to_json(best), "mflops": 0.0}))
+        gaps.append(retrained.cost(arch).mflops / target - 1)
+    assert max(abs(g) for g in gaps) <= 0.02  # matched at the supernet's width, up to 5% off retrained
+    assert abs(sum(gaps) / len(gaps)) < 0.006  # a ±10% window leans about +1.5% larger
 
 
 def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
