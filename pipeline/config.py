@@ -25,7 +25,7 @@ class PipelineConfig(CommonConfig):
     search: dict = opt({}, "options of the search stage (see run.py search --help), KEY=VALUE")
     retrain: dict = opt({}, "options of the retrain stage (see run.py retrain --help), KEY=VALUE")
     retrain_topk: int = opt(1, "retrain this many of the best architectures found")
-    baseline: bool = opt(True, "also retrain a random architecture of about the same MFLOPs, for comparison")
+    baseline: bool = opt(True, "also retrain a random arch of the same MFLOPs (±2%, as retrained), for comparison")
 
     def validate(self) -> None:
         super().validate()

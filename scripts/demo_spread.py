@@ -1,6 +1,6 @@
 """How much can any search gain over a random architecture of the same MFLOPs? Retrain random ones.
 
-    python scripts/demo_spread.py --preset demo --target-mflops 14.5 --archs 10 --seeds 2 --workers 2 \
+    python scripts/demo_spread.py --preset demo --target-mflops 8.8 --archs 12 --seeds 2 --workers 2 \
         --run-dir checkpoints/demo-spread --json docs/bench/demo-spread.json
 
 Samples `--archs` distinct random architectures within ±10% of `--target-mflops` (the searched
