@@ -3,8 +3,9 @@
     python scripts/demo_spread.py --preset demo --target-mflops 8.8 --archs 12 --seeds 2 --workers 2 \
         --run-dir checkpoints/demo-spread --json docs/bench/demo-spread.json
 
-Samples `--archs` distinct random architectures within ±10% of `--target-mflops` (the searched
-space's MFLOPs, as the pipeline's baseline does) and retrains each `--seeds` times with the preset's
+Samples `--archs` distinct random architectures within ±10% of `--target-mflops` (counted at
+the supernet's width, as a search's journal does; the pipeline's baseline matches ±2% at the
+retraining width instead) and retrains each `--seeds` times with the preset's
 retrain recipe (`run.py retrain --preset P --seed S`, one thread per run, `--workers` runs at once).
 Runs already finished under `--run-dir` are reused, so an interrupted study resumes.
 
