@@ -133,17 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 free.put(core)
 
         with ThreadPoolExecutor(args.workers) as pool:
-            flat = list(pool.map(run, range(len(jobs))))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    acc = np.array(flat).reshape(len(archs), args.seeds)
-    comp = variance_components(acc)
-    try:
+            acc = np.array(list(pool.map(run, range(len(jobs))))).reshape(len(archs), args.seeds)
         taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    comp = variance_components(acc)
     e_max = expected_max(args.pool)
     for i, arch in enumerate(archs):
         row = "  ".join(f"{v:5.1f}" for v in acc[i])
