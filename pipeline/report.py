@@ -64,7 +64,7 @@ def metric_name(record: dict[str, Any]) -> str:
     whether the metric is minus the recorded loss.
     """
     if "raw_metric" in record:
-        return "score (with size prior)"
+        return "score (with gradnorm prior)" if "gradnorm" in record else "score (with size prior)"
     score = record.get("score")
     if score is None:
         metric, loss = record.get("metric"), record.get("loss")

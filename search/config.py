@@ -49,10 +49,13 @@ class SearchConfig(CommonConfig):
     )
     split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
     prior: str = opt(
-        "", "average the score's percentile with the arch's size percentile: params or mflops ('': off)",
-        choices=("", "params", "mflops"),
-    )  # fmt: skip
+        "",
+        "average the score's percentile with the arch's size percentile (params, mflops) or with a zero-cost "
+        "proxy's, gradnorm: the log gradient norm at initialisation ('': off)",
+        choices=("", "params", "mflops", "gradnorm"),
+    )
     prior_reference: int = opt(100, "with --prior: uniform archs scored first, beyond --budget")
+    prior_reps: int = opt(4, "with --prior gradnorm: (initialisation, batch of 64) pairs averaged per arch")
     train_epochs: int = opt(1, "train evaluator: epochs of from-scratch training per candidate")
     train_batch_size: int = opt(64, "train evaluator: batch size")
     train_lr: float = opt(0.05, "train evaluator: peak learning rate (cosine schedule)")
@@ -73,6 +76,8 @@ class SearchConfig(CommonConfig):
             raise UserError(f"--searcher {self.searcher!r}: use {', '.join(BUILTIN_SEARCHERS)} or module:Class")
         if self.evaluator not in BUILTIN_EVALUATORS and ":" not in self.evaluator:
             raise UserError(f"--evaluator {self.evaluator!r}: use {', '.join(BUILTIN_EVALUATORS)} or module:function")
+        if self.prior_reps < 1:
+            raise UserError(f"--prior-reps must be >= 1, got {self.prior_reps}")
         if self.prior and self.prior_reference < 2:
             raise UserError(f"--prior-reference must be >= 2 architectures, got {self.prior_reference}")
         if self.evaluator == "table" and not self.table:

@@ -25,6 +25,7 @@ from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
 from core.signals import graceful_stop
 from search.config import SearchConfig
 from search.evaluators import make_evaluator, normalise
+from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
 from search.searchers import Searcher, make_searcher
@@ -132,8 +133,11 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
     evaluator = make_evaluator(cfg, space)
     if cfg.prior:
-        log.info("size prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior_reference)
-        evaluator = SizePrior(evaluator, space, size=cfg.prior, reference=cfg.prior_reference, seed=cfg.seed)
+        log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
+        proxy = GradNorm(space, cfg, reps=cfg.prior_reps) if cfg.prior == "gradnorm" else None
+        evaluator = SizePrior(
+            evaluator, space, size=cfg.prior, reference=cfg.prior_reference, seed=cfg.seed, proxy=proxy
+        )
     replay = {r["str"]: r for r in records[done:]}  # evaluated after the last saved state
     n = len(records)
     stop = _loop(cfg, space, searcher, evaluator, out, records, replay, done, elapsed)

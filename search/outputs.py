@@ -34,7 +34,7 @@ def _entry(rank: int, r: dict[str, Any]) -> dict[str, Any]:
         "mflops": r.get("mflops"),
         "params": r.get("params"),
         "index": r.get("index"),
-    } | {k: r[k] for k in ("raw_metric", "score", "acc", "loss") if k in r}  # --prior's raw score; a supernet's
+    } | {k: r[k] for k in ("raw_metric", "gradnorm", "score", "acc", "loss") if k in r}  # --prior; a supernet
 
 
 def topk(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ def test_size_prior_averages_the_two_percentiles():
         assert r["raw_metric"] == space.score(arch) and 0 <= r["metric"] <= 100
         expected = 50 * (prior.score_cdf(r["raw_metric"]) + prior.size_cdf(math.log(space.cost(arch).params)))
         assert r["metric"] == pytest.approx(expected)
-    with pytest.raises(UserError, match="params or mflops"):
+    with pytest.raises(UserError, match="params, mflops, gradnorm"):
         SizePrior(inner, space, size="depth", reference_scores=[0, 1])
 
 

@@ -1,4 +1,4 @@
-"""A size prior: an evaluator's score averaged, as a percentile, with the architecture's parameter count.
+"""A prior: an evaluator's score averaged, as a percentile, with the arch's size or a zero-cost proxy.
 
 A weight-sharing supernet trained for a few epochs errs in a structured way: it favours the cells
 that converge fastest, not the ones that end best (docs/nb201_oneshot.md, "Where the rankings err").
@@ -14,12 +14,17 @@ reference score (`Percentile`). The combined metric is `50 * (F_score + F_size)`
 the references' range and above 100 beyond it; the evaluator's own score is kept as "raw_metric"
 and the size percentile as "size_percentile". A failed evaluation (NaN) stays NaN. The reference
 architectures are evaluated in addition to the search's budget.
+
+`--prior gradnorm` takes the percentile of a zero-cost proxy instead of the size: the log gradient
+norm at initialisation (`gradnorm.py`), placed against the same reference architectures and kept
+as "gradnorm" and "gradnorm_percentile". It predicts how well a cell trains in a short schedule,
+which a briefly trained supernet sees poorly among cells of equal cost (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,7 @@ from core.errors import UserError
 from supernet.spaces.base import Space
 
 SIZES = ("params", "mflops")
+PRIORS = (*SIZES, "gradnorm")
 
 
 class Percentile:
@@ -59,7 +65,10 @@ class Percentile:
 
 
 class SizePrior:
-    """Wraps an evaluator: metric = 50 * (percentile of its score + percentile of the arch's size)."""
+    """Wraps an evaluator: metric = 50 * (percentile of its score + percentile of the arch's size or proxy).
+
+    `size` is "params", "mflops" or "gradnorm"; the last needs `proxy(arch) -> float` (a `GradNorm`).
+    """
 
     def __init__(
         self,
@@ -71,17 +80,24 @@ class SizePrior:
         reference_scores: Sequence[float] | None = None,
         cost_samples: int = 2000,
         seed: int = 0,
+        proxy: Callable[[Hashable], float] | None = None,
     ) -> None:
-        if size not in SIZES:
-            raise UserError(f"size prior {size!r}: choose {' or '.join(SIZES)}")
-        self.inner, self.space, self.size = inner, space, size
+        if size not in PRIORS:
+            raise UserError(f"prior {size!r}: choose one of {', '.join(PRIORS)}")
+        if size == "gradnorm" and proxy is None:
+            raise UserError("the gradnorm prior needs its proxy (search.evaluators.gradnorm.GradNorm)")
+        self.inner, self.space, self.size, self.proxy = inner, space, size, proxy
         rng = np.random.default_rng([seed, 0x512E])
-        self.size_cdf = Percentile([self._log_size(space.sample(rng)) for _ in range(cost_samples)])
-        if reference_scores is None:
+        if size in SIZES:
+            self.size_cdf = Percentile([self._log_size(space.sample(rng)) for _ in range(cost_samples)])
+        if reference_scores is None or size == "gradnorm":
             if reference < 2:
                 raise UserError(f"--prior-reference must be >= 2 architectures, got {reference}")
             archs = [space.sample(rng) for _ in range(reference)]
+        if reference_scores is None:
             reference_scores = [r["metric"] for r in inner.evaluate(archs)]
+        if size == "gradnorm":
+            self.size_cdf = Percentile([self._log_size(a) for a in archs])
         self.score_cdf = Percentile(reference_scores)
 
     @property
@@ -89,6 +105,8 @@ class SizePrior:
         return getattr(self.inner, "cache", {})
 
     def _log_size(self, arch: Hashable) -> float:
+        if self.proxy is not None and self.size == "gradnorm":
+            return self.proxy(arch)  # already a log
         cost = self.space.cost(arch)
         return math.log(max(cost.params if self.size == "params" else cost.mflops, 1e-12))
 
@@ -96,6 +114,9 @@ class SizePrior:
         """The combined metric of `arch` whose evaluator score is `score`."""
         size_pct = self.size_cdf(self._log_size(arch))
         metric = 50.0 * (self.score_cdf(score) + size_pct) if not math.isnan(score) else math.nan  # failed stays failed
+        if self.size == "gradnorm":
+            proxy = self._log_size(arch)
+            return {"metric": metric, "raw_metric": score, "gradnorm": proxy, "gradnorm_percentile": size_pct}
         return {"metric": metric, "raw_metric": score, "size_percentile": size_pct}
 
     def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
