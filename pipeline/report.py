@@ -74,8 +74,13 @@ def metric_name(record: dict[str, Any]) -> str:
 
 
 def describe_estimate(best: dict[str, Any]) -> str:
-    """'accuracy (%) 24.20', or 'minus cross-entropy -1.978 (top-1 22.4%)'."""
+    """'accuracy (%) 24.20', 'minus cross-entropy -1.978 (top-1 22.4%)', or a prior's score and its parts."""
     name = metric_name(best)
+    if "raw_metric" in best:  # a prior's percentile average: say what went into it
+        inner = describe_estimate({k: v for k, v in best.items() if k not in ("raw_metric", "metric")}
+                                  | {"metric": best["raw_metric"]})  # fmt: skip
+        proxy = f", log gradient norm {best['gradnorm']:.3g}" if isinstance(best.get("gradnorm"), (int, float)) else ""
+        return f"{name} {best['metric']:.1f} of 100 ({inner}{proxy})"
     text = f"{name} {best['metric']:.2f}" if name.startswith("accuracy") else f"{name} {best['metric']:.4g}"
     acc = best.get("acc")
     return text + (f" (top-1 {acc:.1f}%)" if isinstance(acc, (int, float)) and not name.startswith("accuracy") else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -67,6 +68,9 @@ def test_rerun_completes_without_redoing_the_supernet(killed_and_rerun):
     records = read_jsonl(run_dir / "search" / "journal.jsonl")
     assert 1 <= partial < len(records) == 8
     assert len({r["str"] for r in records}) == len(records)  # nothing evaluated twice
+    for r in records:  # the demo's score: the supernet's percentile averaged with the gradient norm's
+        assert r["raw_metric"] == pytest.approx(-r["loss"], abs=1e-5) and math.isfinite(r["gradnorm"])
+        assert 0 <= r["gradnorm_percentile"] and r["metric"] >= 0
     for arch_id in ("top1", "baseline-random"):
         report = json.loads((run_dir / "retrain" / arch_id / "report.json").read_text())
         assert 0 <= report["final"]["test_top1"] <= 100
@@ -78,9 +82,12 @@ def test_report_files_and_plots(killed_and_rerun):
     html = (run_dir / "report.html").read_text()
     assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
     best = json.loads((run_dir / "search" / "topk.json").read_text())[0]
-    assert best["metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
+    assert best["raw_metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
     assert best["score"] == "nll"
-    assert f"Search-split estimate: minus cross-entropy {best['metric']:.4g} (top-1 {best['acc']:.1f}%)" in md
+    assert (
+        f"Search-split estimate: score (with gradnorm prior) {best['metric']:.1f} of 100 (minus cross-entropy "
+        f"{best['raw_metric']:.4g} (top-1 {best['acc']:.1f}%), log gradient norm {best['gradnorm']:.3g})" in md
+    )
     row = next(line for line in md.splitlines() if line.startswith("| top1 |")).split("|")[2:-1]
     top1 = json.loads((run_dir / "retrain" / "top1" / "report.json").read_text())
     acc, _, params, mflops, score = (cell.strip() for cell in row)  # EMA column: "-" without EMA
@@ -118,6 +125,10 @@ def test_the_estimate_is_described_by_what_the_search_maximised():
     assert metric_name(nll) == "minus cross-entropy"
     assert describe_estimate(nll) == "minus cross-entropy -1.979 (top-1 22.4%)"
     assert metric_name({"metric": 0.8, "raw_metric": -1.9, "loss": 1.9}) == "score (with size prior)"
+    prior = {"metric": 80.0, "raw_metric": -1.9, "gradnorm": 0.7, "loss": 1.9, "acc": 30.0, "score": "nll"}
+    assert metric_name(prior) == "score (with gradnorm prior)"
+    want = "score (with gradnorm prior) 80.0 of 100 (minus cross-entropy -1.9 (top-1 30.0%), log gradient norm 0.7)"
+    assert describe_estimate(prior) == want
     # the recorded score name wins over the inference from metric == -loss (kept for older journals)
     assert metric_name({"metric": -1.9, "loss": 1.5, "score": "nll"}) == "minus cross-entropy"
     assert metric_name({"metric": -1.9, "loss": 1.9, "score": "acc"}) == "accuracy (%)"
@@ -166,7 +177,8 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     space = make_space(tiny["space"], **tiny["space_opts"])
     records = read_jsonl(run_dir / "search" / "journal.jsonl")
     archs = [space.from_json(r["arch"]) for r in records]
-    taus = demo_spread.supernet_taus(space, archs, [r["metric"] for r in records], [str(run_dir)], tiny["search"])
-    assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's metric is the same minus cross-entropy
+    nll = [r["raw_metric"] for r in records]  # the supernet's own score, before the gradnorm prior
+    taus = demo_spread.supernet_taus(space, archs, nll, [str(run_dir)], tiny["search"])
+    assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's raw metric is the same minus cross-entropy
     upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
     assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)
