@@ -30,6 +30,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,17 +85,58 @@ def retrain(preset: str, arch_json: str, seed: int, run_dir: Path, arch_id: str,
     return float(json.loads(report.read_text())["final"]["test_top1"])
 
 
-def supernet_taus(space: Space, archs: list, means: np.ndarray, runs: list[str], search: dict) -> list[dict]:
-    """Per run: Kendall's tau between its supernet's scores of `archs` (by acc and by nll) and `means`."""
+def equal_cost_tau(scores: Any, means: Any, mflops: Any) -> float:
+    """Kendall's tau after a straight line in MFLOPs is taken out of both: how well `scores` orders
+    architectures of equal cost (the band's small MFLOPs differences move accuracy too)."""
+    x = np.vstack([np.asarray(mflops, dtype=float), np.ones(len(mflops))]).T
+
+    def resid(v: Any) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        return v - x @ np.linalg.lstsq(x, v, rcond=None)[0]
+
+    return kendall_tau(resid(scores), resid(means))
+
+
+def supernet_taus(
+    space: Space, archs: list, means: np.ndarray, runs: list[str], search: dict, data: dict | None = None
+) -> list[dict]:
+    """Per run: Kendall's tau between its search's scores of `archs` and `means`, raw and at equal cost.
+
+    Always the supernet's accuracy and minus cross-entropy ("acc", "nll"); with the preset's
+    `prior: gradnorm`, also the gradient-norm proxy alone and the prior's averaged score, computed as
+    the run's search computes them (its seed, its reference architectures); `data` is the preset
+    (for its dataset and search split).
+    """
+    from types import SimpleNamespace
+
+    from search.evaluators.gradnorm import GradNorm
+    from search.evaluators.prior import SizePrior
     from search.evaluators.supernet import SupernetEvaluator, find_supernet_checkpoint
 
+    mflops = [space.cost(a).mflops for a in archs]
     out = []
     for run in runs:
         ckpt = find_supernet_checkpoint(run)
         ev = SupernetEvaluator(space, ckpt, recal_images=int(search.get("recal_images", 2000)), score="nll")
         scores = [ev.score(a) for a in archs]
-        acc, nll = [r["acc"] for r in scores], [-r["loss"] for r in scores]
-        out.append({"run": run, "tau_acc": kendall_tau(acc, means), "tau_nll": kendall_tau(nll, means)})
+        found = {"acc": [r["acc"] for r in scores], "nll": [-r["loss"] for r in scores]}
+        if search.get("prior") == "gradnorm":
+            cfg_file = Path(run) / "pipeline.config.yaml"
+            seed = int(load_yaml(str(cfg_file)).get("seed", 0)) if cfg_file.exists() else 0
+            d = data or {}
+            opts = SimpleNamespace(seed=seed, device="cpu", dataset=d.get("dataset", "cifar10-mini"), data_dir="",
+                                   search_size=d.get("search_size", 1000), split_seed=d.get("split_seed", 0),
+                                   num_classes=0, image_size=0, download=False)  # fmt: skip
+            proxy = GradNorm(space, opts, reps=int(search.get("prior_reps", 4)))
+            prior = SizePrior(ev, space, size="gradnorm", seed=seed, proxy=proxy,
+                              reference=int(search.get("prior_reference", 100)))  # fmt: skip
+            found["gradnorm"] = [proxy(a) for a in archs]
+            found["prior"] = [prior.combine(a, v)["metric"] for a, v in zip(archs, found["nll"], strict=True)]
+        row: dict[str, Any] = {"run": run}
+        for name, v in found.items():
+            row[f"tau_{name}"] = kendall_tau(v, means)
+            row[f"tau_{name}_eq"] = equal_cost_tau(v, means, mflops)
+        out.append(row)
     return out
 
 
@@ -134,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with ThreadPoolExecutor(args.workers) as pool:
             acc = np.array(list(pool.map(run, range(len(jobs))))).reshape(len(archs), args.seeds)
-        taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}))
+        taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}), data)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -146,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean {acc.mean():.2f}; architecture sd {comp['arch_sd']:.2f}, seed sd {comp['seed_sd']:.2f} "
           f"(F {comp['f']:.2f} on {comp['df'][0]}, {comp['df'][1]} df); an oracle picking the best of {args.pool} "
           f"gains about {e_max * comp['arch_sd']:.2f} points over a random one")  # fmt: skip
+    names = [k[4:] for k in (taus[0] if taus else {}) if k.startswith("tau_")]
     for t in taus:
-        print(f"{t['run']}: Kendall tau of its supernet with the retrained means: "
-              f"nll {t['tau_nll']:.2f}, acc {t['tau_acc']:.2f}")  # fmt: skip
+        print(
+            f"{t['run']}: Kendall tau with the retrained means (_eq: at equal cost): "
+            + ", ".join(f"{n} {t['tau_' + n]:.2f}" for n in names)
+        )
     if taus:
-        print(f"mean tau over {len(taus)} supernets: nll {np.mean([t['tau_nll'] for t in taus]):.3f}, "
-              f"acc {np.mean([t['tau_acc'] for t in taus]):.3f}")  # fmt: skip
+        print(f"mean over {len(taus)} supernets: " + ", ".join(f"{n} {np.mean([t['tau_' + n] for t in taus]):.3f}"
+                                                             for n in names))  # fmt: skip
     if args.json:
         out = {"preset": args.preset, "target_mflops": args.target_mflops, "seeds": args.seeds,
                "archs": [{"arch": space.to_json(a), "str": space.to_str(a), "mflops": space.cost(a).mflops,

@@ -178,7 +178,11 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     records = read_jsonl(run_dir / "search" / "journal.jsonl")
     archs = [space.from_json(r["arch"]) for r in records]
     nll = [r["raw_metric"] for r in records]  # the supernet's own score, before the gradnorm prior
-    taus = demo_spread.supernet_taus(space, archs, nll, [str(run_dir)], tiny["search"])
+    taus = demo_spread.supernet_taus(space, archs, nll, [str(run_dir)], tiny["search"], tiny)
     assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's raw metric is the same minus cross-entropy
+    # the prior's averaged score, recomputed with the run's seed and references, orders them as the journal does
+    metric = [r["metric"] for r in records]
+    combined = demo_spread.supernet_taus(space, archs, metric, [str(run_dir)], tiny["search"], tiny)
+    assert combined[0]["tau_prior"] == pytest.approx(1.0) and combined[0]["tau_prior_eq"] <= 1.0
     upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
     assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)
