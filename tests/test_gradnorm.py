@@ -70,3 +70,30 @@ def test_gradnorm_prior_averages_the_proxy_percentile():
         assert "size_percentile" not in r
     with pytest.raises(UserError, match="needs its proxy"):
         SizePrior(None, space, size="gradnorm", reference_scores=[0, 1])
+
+
+def by_size(archs, space):
+    """A label-free evaluator for the test below: smaller cells score higher."""
+    return [-space.cost(a).mflops for a in archs]
+
+
+def test_search_with_the_gradnorm_prior_journals_the_proxy(tmp_path):
+    from core.jsonl import read_jsonl
+    from search.config import SearchConfig
+    from search.loop import run_search
+
+    opts = {"ops": "lanas", "nodes": 2, "channels": 4, "blocks": [1, 1]}
+    cfg = SearchConfig(run_dir=str(tmp_path), space="nasnet", space_opts=opts, evaluator="tests.test_gradnorm:by_size",
+                       searcher="random", budget=4, batch=2, dataset="cifar10-mini", search_size=200, seed=3,
+                       prior="gradnorm", prior_reference=4, prior_reps=1, quiet=True, threads=1)  # fmt: skip
+    summary = run_search(cfg)
+    space = make_space("nasnet", **opts)
+    proxy = GradNorm(space, cfg, reps=1)
+    lines = read_jsonl(summary["journal"])
+    assert len(lines) == 4
+    for r in lines:
+        arch = space.from_json(r["arch"])
+        assert r["gradnorm"] == pytest.approx(proxy(arch)) and r["raw_metric"] == pytest.approx(-r["mflops"])
+        assert 0 <= r["gradnorm_percentile"] and r["metric"] >= 0
+    with pytest.raises(UserError, match="prior-reps"):
+        SearchConfig(run_dir=str(tmp_path / "x"), prior="gradnorm", prior_reps=0)
