@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -68,9 +67,6 @@ def test_rerun_completes_without_redoing_the_supernet(killed_and_rerun):
     records = read_jsonl(run_dir / "search" / "journal.jsonl")
     assert 1 <= partial < len(records) == 8
     assert len({r["str"] for r in records}) == len(records)  # nothing evaluated twice
-    for r in records:  # the demo's score: the supernet's percentile averaged with the gradient norm's
-        assert r["raw_metric"] == pytest.approx(-r["loss"], abs=1e-5) and math.isfinite(r["gradnorm"])
-        assert 0 <= r["gradnorm_percentile"] and r["metric"] >= 0
     for arch_id in ("top1", "baseline-random"):
         report = json.loads((run_dir / "retrain" / arch_id / "report.json").read_text())
         assert 0 <= report["final"]["test_top1"] <= 100
@@ -82,12 +78,9 @@ def test_report_files_and_plots(killed_and_rerun):
     html = (run_dir / "report.html").read_text()
     assert "Best architecture found" in md and "MicroNet score" in md and "| top1 |" in md
     best = json.loads((run_dir / "search" / "topk.json").read_text())[0]
-    assert best["raw_metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
+    assert best["metric"] == pytest.approx(-best["loss"], abs=1e-5) and 0 <= best["acc"] <= 100  # score: nll
     assert best["score"] == "nll"
-    assert (
-        f"Search-split estimate: score (with gradnorm prior) {best['metric']:.1f} of 100 (minus cross-entropy "
-        f"{best['raw_metric']:.4g} (top-1 {best['acc']:.1f}%), log gradient norm {best['gradnorm']:.3g})" in md
-    )
+    assert f"Search-split estimate: minus cross-entropy {best['metric']:.4g} (top-1 {best['acc']:.1f}%)" in md
     row = next(line for line in md.splitlines() if line.startswith("| top1 |")).split("|")[2:-1]
     top1 = json.loads((run_dir / "retrain" / "top1" / "report.json").read_text())
     acc, _, params, mflops, score = (cell.strip() for cell in row)  # EMA column: "-" without EMA
@@ -177,12 +170,18 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     space = make_space(tiny["space"], **tiny["space_opts"])
     records = read_jsonl(run_dir / "search" / "journal.jsonl")
     archs = [space.from_json(r["arch"]) for r in records]
-    nll = [r["raw_metric"] for r in records]  # the supernet's own score, before the gradnorm prior
-    taus = demo_spread.supernet_taus(space, archs, nll, [str(run_dir)], tiny["search"], tiny)
-    assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's raw metric is the same minus cross-entropy
-    # the prior's averaged score, recomputed with the run's seed and references, orders them as the journal does
-    metric = [r["metric"] for r in records]
-    combined = demo_spread.supernet_taus(space, archs, metric, [str(run_dir)], tiny["search"], tiny)
-    assert combined[0]["tau_prior"] == pytest.approx(1.0) and combined[0]["tau_prior_eq"] <= 1.0
+    taus = demo_spread.supernet_taus(space, archs, [r["metric"] for r in records], [str(run_dir)], tiny["search"])
+    assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's metric is the same minus cross-entropy
+    # with the gradnorm prior it also scores the proxy alone, as GradNorm does with the run's seed (0)
+    from types import SimpleNamespace
+
+    from search.evaluators.gradnorm import GradNorm
+
+    opts = SimpleNamespace(seed=0, device="cpu", dataset=tiny["dataset"], data_dir="", search_size=tiny["search_size"],
+                           num_classes=0, image_size=0, download=False)  # fmt: skip
+    proxy = GradNorm(space, opts, reps=1)
+    search = {**tiny["search"], "prior": "gradnorm", "prior_reference": 4, "prior_reps": 1}
+    with_prior = demo_spread.supernet_taus(space, archs, [proxy(a) for a in archs], [str(run_dir)], search, tiny)
+    assert with_prior[0]["tau_gradnorm"] == pytest.approx(1.0) and -1 <= with_prior[0]["tau_prior_eq"] <= 1
     upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
     assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)
