@@ -18,7 +18,8 @@ architectures are evaluated in addition to the search's budget.
 `--prior gradnorm` takes the percentile of a zero-cost proxy instead of the size: the log gradient
 norm at initialisation (`gradnorm.py`), placed against the same reference architectures and kept
 as "gradnorm" and "gradnorm_percentile". It predicts how well a cell trains in a short schedule,
-which a briefly trained supernet sees poorly among cells of equal cost (docs/benchmarks.md).
+which a briefly trained supernet sees poorly among cells of equal cost; in the demo's search it
+nonetheless picked no better cells (docs/benchmarks.md, "Ranking equal-cost cells better").
 """
 
 from __future__ import annotations
