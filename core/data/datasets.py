@@ -17,6 +17,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,19 @@ class DataSplits:
     @property
     def image_size(self) -> int:
         return int(self.train.images.shape[-1])
+
+
+def load_data_for(cfg: Any) -> DataSplits:
+    """`load_data` with a stage config's data options (dataset, data_dir, search_size, split_seed, ...)."""
+    return load_data(
+        cfg.dataset,
+        cfg.data_dir,
+        search_size=cfg.search_size,
+        split_seed=getattr(cfg, "split_seed", 0),
+        num_classes=cfg.num_classes,
+        image_size=cfg.image_size,
+        download=cfg.download,
+    )
 
 
 def load_data(

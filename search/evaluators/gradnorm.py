@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from core.data import TensorLoader, load_data
+from core.data import TensorLoader, load_data_for
 from core.runtime import select_device
 from supernet.spaces.base import Space
 
@@ -36,15 +36,7 @@ class GradNorm:
     def __init__(self, space: Space, cfg: Any, *, reps: int = 4, batch_size: int = 64) -> None:
         self.space, self.reps, self.seed = space, reps, int(cfg.seed)
         self.device = select_device(getattr(cfg, "device", "auto"))
-        data = load_data(
-            cfg.dataset,
-            cfg.data_dir,
-            search_size=cfg.search_size,
-            split_seed=getattr(cfg, "split_seed", 0),
-            num_classes=cfg.num_classes,
-            image_size=cfg.image_size,
-            download=cfg.download,
-        )
+        data = load_data_for(cfg)
         self.num_classes = data.num_classes
         loader = TensorLoader(
             data.train, batch_size, shuffle=True, drop_last=True, mean=data.mean, std=data.std,

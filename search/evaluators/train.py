@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from core import amp as amp_lib
 from core import distributed
-from core.data import TRAIN_AUGMENT, TensorLoader, load_data
+from core.data import TRAIN_AUGMENT, TensorLoader, load_data_for
 from core.runtime import select_device
 from search.evaluators import register_evaluator
 from supernet.spaces.base import Space
@@ -35,15 +35,7 @@ class TrainingEvaluator:
         self.lr = float(getattr(cfg, "train_lr", 0.05))
         self.device = select_device(cfg.device)
         self.autocast = lambda: amp_lib.autocast(getattr(cfg, "amp", "off"), self.device)
-        data = load_data(
-            cfg.dataset,
-            cfg.data_dir,
-            search_size=cfg.search_size,
-            split_seed=getattr(cfg, "split_seed", 0),
-            num_classes=cfg.num_classes,
-            image_size=cfg.image_size,
-            download=cfg.download,
-        )
+        data = load_data_for(cfg)
         data.test = None  # type: ignore[assignment]  # never scored on the test split
         self.data = data
         self.cache: dict[Hashable, dict[str, Any]] = {}
