@@ -97,15 +97,13 @@ def equal_cost_tau(scores: Any, means: Any, mflops: Any) -> float:
     return kendall_tau(resid(scores), resid(means))
 
 
-def supernet_taus(
-    space: Space, archs: list, means: np.ndarray, runs: list[str], search: dict, data: dict | None = None
-) -> list[dict]:
+def supernet_taus(space: Space, archs: list, means: np.ndarray, runs: list[str], search: dict) -> list[dict]:
     """Per run: Kendall's tau between its search's scores of `archs` and `means`, raw and at equal cost.
 
     Always the supernet's accuracy and minus cross-entropy ("acc", "nll"); with the preset's
     `prior: gradnorm`, also the gradient-norm proxy alone and the prior's averaged score, computed as
-    the run's search computes them (its seed, its reference architectures); `data` is the preset
-    (for its dataset and search split).
+    the run's search computes them (its seed, data and reference architectures, read from the run's
+    pipeline.config.yaml).
     """
     from types import SimpleNamespace
 
@@ -122,13 +120,11 @@ def supernet_taus(
         found = {"acc": [r["acc"] for r in scores], "nll": [-r["loss"] for r in scores]}
         if search.get("prior") == "gradnorm":
             cfg_file = Path(run) / "pipeline.config.yaml"
-            seed = int(load_yaml(str(cfg_file)).get("seed", 0)) if cfg_file.exists() else 0
-            d = data or {}
-            opts = SimpleNamespace(seed=seed, device="cpu", dataset=d.get("dataset", "cifar10-mini"), data_dir="",
-                                   search_size=d.get("search_size", 1000), split_seed=d.get("split_seed", 0),
-                                   num_classes=0, image_size=0, download=False)  # fmt: skip
-            proxy = GradNorm(space, opts, reps=int(search.get("prior_reps", 4)))
-            prior = SizePrior(ev, space, size="gradnorm", seed=seed, proxy=proxy,
+            if not cfg_file.exists():
+                raise UserError(f"{cfg_file} is missing: --supernets takes `run.py pipeline` run directories")
+            run_cfg = SimpleNamespace(**load_yaml(str(cfg_file)))
+            proxy = GradNorm(space, run_cfg, reps=int(search.get("prior_reps", 4)))
+            prior = SizePrior(ev, space, size="gradnorm", seed=int(run_cfg.seed), proxy=proxy,
                               reference=int(search.get("prior_reference", 100)))  # fmt: skip
             found["gradnorm"] = [proxy(a) for a in archs]
             found["prior"] = [prior.combine(a, v)["metric"] for a, v in zip(archs, found["nll"], strict=True)]
@@ -176,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with ThreadPoolExecutor(args.workers) as pool:
             acc = np.array(list(pool.map(run, range(len(jobs))))).reshape(len(archs), args.seeds)
-        taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}), data)
+        taus = supernet_taus(space, archs, acc.mean(axis=1), args.supernets, data.get("search", {}))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

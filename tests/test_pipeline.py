@@ -172,16 +172,14 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     archs = [space.from_json(r["arch"]) for r in records]
     taus = demo_spread.supernet_taus(space, archs, [r["metric"] for r in records], [str(run_dir)], tiny["search"])
     assert taus[0]["tau_nll"] == pytest.approx(1.0)  # the journal's metric is the same minus cross-entropy
-    # with the gradnorm prior it also scores the proxy alone, as GradNorm does with the run's seed (0)
+    # with the gradnorm prior it also scores the proxy alone, as GradNorm does with the run's own config
     from types import SimpleNamespace
 
     from search.evaluators.gradnorm import GradNorm
 
-    opts = SimpleNamespace(seed=0, device="cpu", dataset=tiny["dataset"], data_dir="", search_size=tiny["search_size"],
-                           num_classes=0, image_size=0, download=False)  # fmt: skip
-    proxy = GradNorm(space, opts, reps=1)
+    proxy = GradNorm(space, SimpleNamespace(**load_yaml(str(run_dir / "pipeline.config.yaml"))), reps=1)
     search = {**tiny["search"], "prior": "gradnorm", "prior_reference": 4, "prior_reps": 1}
-    with_prior = demo_spread.supernet_taus(space, archs, [proxy(a) for a in archs], [str(run_dir)], search, tiny)
+    with_prior = demo_spread.supernet_taus(space, archs, [proxy(a) for a in archs], [str(run_dir)], search)
     assert with_prior[0]["tau_gradnorm"] == pytest.approx(1.0) and -1 <= with_prior[0]["tau_prior_eq"] <= 1
     upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
     assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)

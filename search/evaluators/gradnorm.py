@@ -4,7 +4,7 @@
 cross-entropy gradient on a fixed batch of training images (BatchNorm in training mode), and
 returns the log of its L2 norm over all parameters, averaged over `reps` (init, batch) pairs. It
 sees no label of the search or test split and trains nothing, so it costs a forward and a backward
-pass per repeat: about 0.15 s per repeat at the demo's size on one CPU core.
+pass per repeat: about 0.5 s per repeat at the demo's size on one CPU core.
 
 Why: it measures how fast a network starts to learn (Abdelfattah et al., "Zero-Cost Proxies for
 Lightweight NAS", ICLR 2021). In the demo's NASNet space it predicts the short retraining's test

@@ -87,7 +87,8 @@ class SizePrior:
             raise UserError(f"prior {size!r}: choose one of {', '.join(PRIORS)}")
         if size == "gradnorm" and proxy is None:
             raise UserError("the gradnorm prior needs its proxy (search.evaluators.gradnorm.GradNorm)")
-        self.inner, self.space, self.size, self.proxy = inner, space, size, proxy
+        self.inner, self.space, self.size = inner, space, size
+        self.measure = proxy if size == "gradnorm" else self._log_size  # the per-arch value whose percentile counts
         rng = np.random.default_rng([seed, 0x512E])
         if size in SIZES:
             self.size_cdf = Percentile([self._log_size(space.sample(rng)) for _ in range(cost_samples)])
@@ -98,7 +99,7 @@ class SizePrior:
         if reference_scores is None:
             reference_scores = [r["metric"] for r in inner.evaluate(archs)]
         if size == "gradnorm":
-            self.size_cdf = Percentile([self._log_size(a) for a in archs])
+            self.size_cdf = Percentile([self.measure(a) for a in archs])
         self.score_cdf = Percentile(reference_scores)
 
     @property
@@ -106,18 +107,16 @@ class SizePrior:
         return getattr(self.inner, "cache", {})
 
     def _log_size(self, arch: Hashable) -> float:
-        if self.proxy is not None and self.size == "gradnorm":
-            return self.proxy(arch)  # already a log
         cost = self.space.cost(arch)
         return math.log(max(cost.params if self.size == "params" else cost.mflops, 1e-12))
 
     def combine(self, arch: Hashable, score: float) -> dict[str, float]:
         """The combined metric of `arch` whose evaluator score is `score`."""
-        size_pct = self.size_cdf(self._log_size(arch))
+        value = self.measure(arch)
+        size_pct = self.size_cdf(value)
         metric = 50.0 * (self.score_cdf(score) + size_pct) if not math.isnan(score) else math.nan  # failed stays failed
         if self.size == "gradnorm":
-            proxy = self._log_size(arch)
-            return {"metric": metric, "raw_metric": score, "gradnorm": proxy, "gradnorm_percentile": size_pct}
+            return {"metric": metric, "raw_metric": score, "gradnorm": value, "gradnorm_percentile": size_pct}
         return {"metric": metric, "raw_metric": score, "size_percentile": size_pct}
 
     def evaluate(self, archs: list[Hashable]) -> list[dict[str, Any]]:
