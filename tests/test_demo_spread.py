@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.errors import UserError
 from supernet.spaces.base import make_space
@@ -75,3 +77,49 @@ def test_demo_vs_random_reads_run_directories(tmp_path, capsys):
     assert "ahead in 1, level in 0, behind in 1" in capsys.readouterr().out
     assert demo_vs_random.main([str(tmp_path / "missing")]) == 2
     assert "has the pipeline" in capsys.readouterr().err
+
+
+def _tree_zip(path, top, train, test):
+    """A zip `top/{train,test}/<class>/<name>` from {class: [(name, bytes)]} for each split."""
+    with zipfile.ZipFile(path, "w") as z:
+        for split, files in (("train", train), ("test", test)):
+            for cls, items in files.items():
+                for name, data in items:
+                    z.writestr(f"{top}/{split}/{cls}/{name}", data)
+    return path
+
+
+def _mini_files(split, per_class):
+    from core.data.datasets import MINI_ZIP
+
+    with zipfile.ZipFile(MINI_ZIP) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg") and f"/{split}/" in n)
+        out = {}
+        for n in names:
+            cls = n.split("/")[2]
+            if len(out.setdefault(cls, [])) < per_class:
+                out[cls].append((n.rsplit("/", 1)[1], z.read(n)))
+    return out
+
+
+def test_heldout_images_are_the_test_files_the_embedded_set_lacks(tmp_path, capsys):
+    from core.data.datasets import decode_image, test_images_not_in
+
+    mini_test, mini_train = _mini_files("test", 2), _mini_files("train", 3)
+    # the "full" test split: 2 embedded test images per class (left out) and 3 other ones (kept)
+    mixed = {cls: mini_test[cls] + [("x" + n, b) for n, b in mini_train[cls]] for cls in mini_test}
+    source = _tree_zip(tmp_path / "full.zip", "cifar10", mini_train, mixed)
+    held = test_images_not_in(source)
+    assert len(held) == 30 and held.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    first = decode_image(mini_train["airplane"][0][1], "a", 0)
+    assert torch.equal(held.images[0], torch.tensor(first).permute(2, 0, 1))
+    with pytest.raises(UserError, match="nothing held out"):
+        test_images_not_in(_tree_zip(tmp_path / "same.zip", "c", mini_train, mini_test))
+    fewer = {cls: v for cls, v in mini_train.items() if cls != "truck"}
+    with pytest.raises(UserError, match="not the embedded set's"):
+        test_images_not_in(_tree_zip(tmp_path / "nine.zip", "c", fewer, fewer))
+    for arch_id in ("top1", "baseline-random"):
+        (tmp_path / "run" / "retrain" / arch_id).mkdir(parents=True)
+        (tmp_path / "run" / "retrain" / arch_id / "report.json").write_text('{"final": {"test_top1": 40.0}}')
+    assert demo_vs_random.main([str(tmp_path / "run"), "--heldout", str(tmp_path / "absent.zip")]) == 2
+    assert "absent.zip does not exist" in capsys.readouterr().err

@@ -183,3 +183,40 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     assert with_prior[0]["tau_gradnorm"] == pytest.approx(1.0) and -1 <= with_prior[0]["tau_prior_eq"] <= 1
     upside_down = demo_spread.supernet_taus(space, archs, [r["loss"] for r in records], [str(run_dir)], tiny["search"])
     assert upside_down[0]["tau_nll"] == pytest.approx(-1.0)
+
+
+def test_heldout_evaluation_reproduces_the_retrain_report(killed_and_rerun, tmp_path):
+    """scripts/demo_vs_random.py --heldout scores a run's models as the retrain's own evaluation does."""
+    import importlib.util
+    import zipfile
+
+    import torch
+
+    from core.data.datasets import MINI_ZIP, test_images_not_in
+    from retrain.train import _spread
+
+    spec = importlib.util.spec_from_file_location("demo_vs_random", ROOT / "scripts" / "demo_vs_random.py")
+    demo_vs_random = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_vs_random)
+    run_dir = killed_and_rerun[0]
+    # an "embedded" set whose test split shares no file with cifar10-mini's: all 1,000 test images are held out
+    with zipfile.ZipFile(MINI_ZIP) as src, zipfile.ZipFile(tmp_path / "other.zip", "w") as dst:
+        for name in src.namelist():
+            if "/train/" in name and name.endswith("0000.jpg"):
+                dst.writestr(name, src.read(name))
+                dst.writestr(name.replace("/train/", "/test/"), src.read(name))
+    test = test_images_not_in(MINI_ZIP, embedded=tmp_path / "other.zip")
+    assert len(test) == 1000
+    test = test.subset(_spread(200, 1000))  # the test-tiny preset's test_images
+    for arch_id in ("top1", "baseline-random"):
+        report = json.loads((run_dir / "retrain" / arch_id / "report.json").read_text())
+        assert demo_vs_random.heldout_top1(run_dir, arch_id, test) == pytest.approx(report["final"]["test_top1"])
+    # the figure is kept next to the checkpoint and reused only for the same checkpoint and images
+    cache = run_dir / "retrain" / "top1" / "heldout.json"
+    saved = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**saved, "top1": -1.0}))
+    assert demo_vs_random.heldout_top1(run_dir, "top1", test) == -1.0
+    fewer = test.subset(torch.arange(100))
+    assert demo_vs_random.heldout_top1(run_dir, "top1", fewer) >= 0
+    assert json.loads(cache.read_text())["n"] == 100
+    cache.unlink()

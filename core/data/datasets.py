@@ -123,6 +123,32 @@ def load_data(
     return DataSplits(train, search, test, classes, mean, std)
 
 
+def test_images_not_in(source: str | Path, embedded: str | Path = MINI_ZIP) -> ImageSet:
+    """The test images of the tree `source` that `embedded`'s test split lacks, byte for byte.
+
+    The embedded subset copies its files from CIFAR-10 unchanged, so comparing file bytes finds the
+    images it holds. With the CIFAR-10 JPEG zip as `source` this yields the other 9,000 test
+    images: a larger, independent test set for the models the embedded demo retrains.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass the CIFAR-10 JPEG zip (or a folder of it)")
+    files, _, test_dir, classes = _open_tree(path)
+    mine, _, my_test, my_classes = _open_tree(Path(embedded))
+    if classes != my_classes:
+        raise UserError(f"{path} has classes {classes}, not the embedded set's {my_classes}")
+    mine_items = _items(mine, my_test, my_classes)
+    held = {hashlib.sha256(_read(mine, name)).digest() for name, _ in mine_items}
+    raw = [(_read(files, name), name, label) for name, label in _items(files, test_dir, classes)]
+    raw = [r for r in raw if hashlib.sha256(r[0]).digest() not in held]
+    if not raw:
+        raise UserError(f"every test image of {path} is in the embedded set: nothing held out")
+    size = decode_image(_read(mine, mine_items[0][0]), mine_items[0][0], 0).shape[0]  # the embedded images' size
+    images = np.stack([decode_image(data, name, size) for data, name, _ in raw])
+    labels = torch.tensor([label for _, _, label in raw], dtype=torch.int64)
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels)
+
+
 def carve_search_split(train: ImageSet, search_size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
     """Split `search_size` images off the training set, by a fixed seed: same seed, same split."""
     if search_size >= len(train):
