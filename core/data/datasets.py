@@ -139,14 +139,11 @@ def test_images_not_in(source: str | Path, embedded: str | Path = MINI_ZIP) -> I
         raise UserError(f"{path} has classes {classes}, not the embedded set's {my_classes}")
     mine_items = _items(mine, my_test, my_classes)
     held = {hashlib.sha256(_read(mine, name)).digest() for name, _ in mine_items}
-    raw = [(_read(files, name), name, label) for name, label in _items(files, test_dir, classes)]
-    raw = [r for r in raw if hashlib.sha256(r[0]).digest() not in held]
-    if not raw:
+    items = [it for it in _items(files, test_dir, classes) if hashlib.sha256(_read(files, it[0])).digest() not in held]
+    if not items:
         raise UserError(f"every test image of {path} is in the embedded set: nothing held out")
     size = decode_image(_read(mine, mine_items[0][0]), mine_items[0][0], 0).shape[0]  # the embedded images' size
-    images = np.stack([decode_image(data, name, size) for data, name, _ in raw])
-    labels = torch.tensor([label for _, _, label in raw], dtype=torch.int64)
-    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels)
+    return _decode_items(files, items, size, test_dir)
 
 
 def carve_search_split(train: ImageSet, search_size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
@@ -324,11 +321,16 @@ class _ZipTree:
 
 
 def _decode_split(files: _DirTree | _ZipTree, split: str, classes: list[str], image_size: int) -> ImageSet:
-    from tqdm import tqdm
-
     items = _items(files, split, classes)
     if not items:
         raise UserError(f"no images under {split}/")
+    return _decode_items(files, items, image_size, split)
+
+
+def _decode_items(files: _DirTree | _ZipTree, items: list[tuple[str, int]], image_size: int, split: str) -> ImageSet:
+    """Decode (file name, label) `items` of `split` into one uint8 NCHW `ImageSet`."""
+    from tqdm import tqdm
+
     arrays, labels = [], []
     quiet = log.getEffectiveLevel() > logging.INFO or not os.isatty(2)
     for name, label in tqdm(items, desc=f"decoding {split}", disable=quiet, leave=False):
