@@ -1,0 +1,1 @@
+"""Benchmarks that measure the product; the product packages never import this one."""
