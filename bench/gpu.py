@@ -77,23 +77,27 @@ class BenchGpuConfig:
 
 
 def main(cfg: BenchGpuConfig) -> dict[str, Any]:
-    """Run the chosen parts; each part's results are written to `--json` as soon as it ends."""
+    """Run the chosen parts; results go to `--json` after each network and each part."""
     path = Path(cfg.json) if cfg.json else None
     results: dict[str, Any] = json.loads(path.read_text()) if path and path.is_file() else {}
     results["device_name"] = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
     results["torch"] = torch.__version__
     dev = torch.device(cfg.device)
+
+    def save() -> None:  # a part cut short by a time limit keeps what it measured
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+
     for part in cfg.parts.split(","):
         if part == "amp":
             results["amp"] = amp_parity(dev, cfg.seed, cfg.amp_steps)
         elif part == "throughput":
-            key = "throughput_compiled" if cfg.compile else "throughput"
-            results[key] = throughput(dev, cfg.batch_size, cfg.steps, cfg.seed, cfg.compile, cfg.networks)
+            out = results["throughput_compiled" if cfg.compile else "throughput"] = {}
+            throughput(out, dev, cfg.batch_size, cfg.steps, cfg.seed, cfg.compile, cfg.networks, save)
         else:
             results["data"] = loader_rates(cfg.workers, cfg.images, cfg.seed)
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+        save()
     return results
 
 
@@ -199,7 +203,14 @@ def _sync(dev: torch.device) -> None:
 
 
 def throughput(
-    dev: torch.device, batch: int, steps: int, seed: int, compiled: bool, only: list[str] | None = None
+    out: dict[str, Any],
+    dev: torch.device,
+    batch: int,
+    steps: int,
+    seed: int,
+    compiled: bool,
+    only: list[str] | None = None,
+    save: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Images/s, ratios and MFU of the largest and B0 subnets (supernet, standalone) and timm's B0."""
     import timm
@@ -215,7 +226,7 @@ def throughput(
         runs[f"{name}_standalone"] = (lambda a=arch: space.build(a, 1000), macs)
     b0_macs = runs["b0_standalone"][1]
     runs["timm_efficientnet_b0"] = (lambda: timm.create_model("efficientnet_b0", num_classes=1000), b0_macs)
-    out: dict[str, Any] = {"batch": batch, "steps": steps, "resolution": 224, "compiled": compiled, "peak_flops": peak}
+    out.update(batch=batch, steps=steps, resolution=224, compiled=compiled, peak_flops=peak)
     for name, (make, macs) in runs.items():
         if only and name not in only:
             continue
@@ -229,6 +240,7 @@ def throughput(
         if peak:
             rate["mfu"] = 3 * 2 * macs * rate["images_s"] / peak
         out[name] = rate
+        save()
         log.info("%s%s: %.0f images/s, MFU %.3f", name, " (compiled)" if compiled else "", rate["images_s"],
                  rate.get("mfu", float("nan")))  # fmt: skip
         del model
@@ -292,15 +304,17 @@ def loader_rates(workers: list[int], n_images: int, seed: int, batch: int = 128)
                 drop_last=True, worker_init_fn=_one_thread if w else None, prefetch_factor=4 if w else None,
                 generator=torch.Generator().manual_seed(seed), persistent_workers=w > 0,
             )  # fmt: skip
+            # Untimed: worker start-up and the batches prefetched meanwhile (4 per worker), so the timed
+            # window sees the steady rate, not a queue filled before it began.
             it, seen, t0 = iter(loader), 0, None
-            budget = max(8, 2 * w)  # batches timed after the first `w` (worker start-up) are discarded
-            for i in range(w + budget):
+            warm, budget = 4 * w + 1, max(10, 3 * w)
+            for i in range(warm + budget):
                 try:
                     next(it)
                 except StopIteration:
                     it = iter(loader)
                     next(it)
-                if i == w - 1 or (w == 0 and i == 0):
+                if i == warm - 1:
                     t0 = time.perf_counter()
                 elif t0 is not None:
                     seen += batch

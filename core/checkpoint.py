@@ -219,7 +219,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"])
+    # A checkpoint loaded with map_location=cuda brings these tensors to the GPU; RNG states live on the CPU.
+    np.random.set_state((n[0], n[1].cpu().numpy(), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

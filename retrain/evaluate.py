@@ -51,7 +51,12 @@ def evaluate(
             sums = torch.zeros(4, dtype=torch.float64, device=logits.device)
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
         sums += torch.stack(
-            [F.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum(), hits.any(1).sum(), torch.tensor(len(y))]
+            [
+                F.cross_entropy(logits, y, reduction="sum"),
+                hits[:, 0].sum(),
+                hits.any(1).sum(),
+                torch.tensor(len(y), device=logits.device),
+            ]
         ).to(sums)
     model.train(was_training)
     if sums is None:

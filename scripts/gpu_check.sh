@@ -35,12 +35,11 @@ step() {  # step NAME TIMEOUT_S COMMAND...
     printf '%-26s rc=%s %ss\n' "$name" "$rc" "$((SECONDS - start))" >> "$SUMMARY"
 }
 
-tiny=(python run.py supernet --preset test-tiny --device cuda --quiet)
-
 resume_check() {  # the same fp16 run uninterrupted, and stopped at step 5 then resumed
-    "${tiny[@]}" --amp fp16 --run-dir "$WORK/rs-ref" || return
-    "${tiny[@]}" --amp fp16 --run-dir "$WORK/rs-part" --max-steps 5 || return
-    "${tiny[@]}" --amp fp16 --run-dir "$WORK/rs-part" --resume auto || return
+    local tiny=(python run.py supernet --preset test-tiny --device cuda --quiet --amp fp16)
+    "${tiny[@]}" --run-dir "$WORK/rs-ref" || return
+    "${tiny[@]}" --run-dir "$WORK/rs-part" --max-steps 5 || return
+    "${tiny[@]}" --run-dir "$WORK/rs-part" --resume auto || return
     python - "$WORK/rs-ref/supernet/last.pt" "$WORK/rs-part/supernet/last.pt" <<'EOF'
 import json, sys
 import torch
@@ -66,9 +65,11 @@ pipeline_limit=$((DEADLINE + 60 - SECONDS))
         --run-dir "$WORK/demo-cuda" > "$WORK/pipeline-cuda.log" 2>&1
     printf '%-26s rc=%s %ss\n' pipeline-cuda "$?" "$((SECONDS - start))" > "$WORK/pipeline.rc"
 ) &
-step pytest-gpu 120 python -m pytest -q -p no:cacheprovider tests/test_data_lazy.py tests/test_supernet_train.py \
+step pytest-gpu 120 python -m pytest -q -p no:cacheprovider tests/test_data_lazy.py tests/test_supernet_train.py tests/test_retrain.py \
     -k "gpu or cuda or bf16"
-step resume-cuda-fp16 150 resume_check
+export -f resume_check
+export WORK
+step resume-cuda-fp16 150 bash -c resume_check
 step ddp-nccl-1 90 torchrun --standalone --nproc_per_node 1 run.py supernet --preset test-tiny --device cuda \
     --amp bf16 --quiet --run-dir "$WORK/sn-ddp"
 step input-path 150 python run.py bench-gpu --parts data --workers 1,4,8,14 --images 1500 --json "$JSON"

@@ -100,3 +100,26 @@ def test_jsonl_torn_line(tmp_path):
         fh.write(b'{"i": 5')
     truncate_torn_tail(p)
     assert p.read_bytes().endswith(b"\n") and len(read_jsonl(p)) == 4
+
+
+class _DeviceTensor(torch.Tensor):
+    """Stands in for a tensor that `map_location="cuda"` put on the GPU: no `.numpy()` until `.cpu()`."""
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def cpu(self, *args, **kwargs):
+        return torch.Tensor(self).as_subclass(torch.Tensor).clone()
+
+
+def test_rng_state_restores_from_tensors_loaded_onto_a_device():
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    moved = {**state, "numpy": [v.as_subclass(_DeviceTensor) if torch.is_tensor(v) else v for v in state["numpy"]]}
+    moved["torch"] = state["torch"].as_subclass(_DeviceTensor)
+    set_rng_state(moved)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -233,3 +233,17 @@ def test_drop_path_ramps_in_project_and_timm_nets():
     assert ramp.active and all(m.drop_prob == 0 for m, _ in ramp.timm_paths)
     ramp.set(1.0)
     assert max(m.drop_prob for m, _ in ramp.timm_paths) == pytest.approx(0.2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_on_cuda_counts_the_batch_on_the_device():
+    from contextlib import nullcontext
+
+    from retrain.evaluate import evaluate
+
+    model = torch.nn.Linear(8, 10).cuda()
+    x, y = torch.randn(32, 8, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    out = evaluate(model, [(x, y)], nullcontext)
+    with torch.no_grad():
+        top1 = (model(x).argmax(1) == y).float().mean().item() * 100
+    assert out["top1"] == pytest.approx(top1)
