@@ -20,7 +20,7 @@ from core.config import CommonConfig, build_config
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
 from pipeline.config import PipelineConfig
-from supernet.spaces.base import make_space
+from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 _SHARED = ("space", "space_opts", "amp", "split_seed")
@@ -90,7 +90,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
 
     from pipeline.report import write_report
 
-    report = write_report(run_dir, make_space(cfg.space, **cfg.space_opts), results)
+    report = write_report(run_dir, make_user_space(cfg.space, **cfg.space_opts), results)
     summary = summarize(run_dir, topk[0], results, report)
     for line in summary["lines"]:
         log.warning(line) if cfg.quiet else log.info(line)
@@ -128,7 +128,7 @@ def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: floa
     search's pick, so a wide window mostly holds larger architectures, and after the demo's short
     retraining a larger one of nearly the same cost is, on average, less accurate (docs/benchmarks.md).
     """
-    space = make_space(cfg.space, **_retrain_section(cfg)["space_opts"])
+    space = make_user_space(cfg.space, **_retrain_section(cfg)["space_opts"])
     best_arch = space.from_json(best["arch"])
     target = float(space.cost(best_arch).mflops)
     rng = np.random.default_rng([cfg.seed, 0xBA5E])

@@ -29,7 +29,7 @@ from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
 from search.searchers import Searcher, make_searcher
-from supernet.spaces.base import Space, make_space
+from supernet.spaces.base import Space, make_user_space
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +123,17 @@ def _resume(cfg: SearchConfig, searcher: Searcher, out: Path) -> tuple[list[dict
 def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """Run the search that `cfg` describes; return a summary (evaluations, best, output paths)."""
     out = search_dir(cfg)
-    space = make_space(cfg.space, **cfg.space_opts)
-    searcher = make_searcher(cfg.searcher, space, cfg.seed, make_constraint(space, cfg), **cfg.searcher_opts)
+    # the names come from the user's command line or config: import paths are allowed
+    space = make_user_space(cfg.space, **cfg.space_opts)
+    constraint = make_constraint(space, cfg)
+    searcher = make_searcher(cfg.searcher, space, cfg.seed, constraint, trusted=True, **cfg.searcher_opts)
     journal = out / "journal.jsonl"
     records, done, elapsed = [], 0, 0.0
     if cfg.resume:
         records, done, elapsed = _resume(cfg, searcher, out)
     elif read_jsonl(journal):
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
-    evaluator = make_evaluator(cfg, space)
+    evaluator = make_evaluator(cfg, space, trusted=True)
     if cfg.prior:
         log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
         proxy = GradNorm(space, cfg, reps=cfg.prior_reps) if cfg.prior == "gradnorm" else None

@@ -32,7 +32,7 @@ from core.signals import graceful_stop
 from supernet.config import SupernetConfig
 from supernet.evaluate import recal_subset, score_arch
 from supernet.sampling import ArchSampler, panel
-from supernet.spaces.base import make_space
+from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SupernetTrainer:
         if cfg.train_images:  # a fixed random subset: the images are stored class by class
             keep = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(cfg.split_seed))
             self.data.train = self.data.train.subset(keep[: cfg.train_images].sort().values)
-        self.space = make_space(cfg.space, **cfg.space_opts)
+        self.space = make_user_space(cfg.space, **cfg.space_opts)  # the user's own --space
         self.num_classes = self.data.num_classes
         net = self.space.supernet(self.num_classes).to(self.device)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
