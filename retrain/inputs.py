@@ -192,7 +192,9 @@ def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
     return space_name or named
 
 
-def _from_lanet(text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str]) -> tuple[str, dict, dict]:
+def _from_lanet(
+    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
+) -> tuple[str, dict, dict]:
     """LaNet integer lists: one shared by all cells, or one per stage (normal cells; reductions enter the stage)."""
     try:
         lists = [[int(v) for v in part.replace(" ", "").strip("[]").split(",") if v] for part in text.split(";")]
