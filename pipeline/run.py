@@ -43,10 +43,11 @@ def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
         return
     saved = load_yaml(record)
     now = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # the record's own round trip
-    keys = [k for k in now if k not in _NOT_COMPARED and now.get(k) != saved.get(k)]
-    keys += [k for k in saved if k not in now and k not in _NOT_COMPARED]
+    # an option the record lacks (written before it existed) had its default value
+    default = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(type(cfg)()), sort_keys=False))
+    keys = [k for k in now if k not in _NOT_COMPARED and now[k] != saved.get(k, default.get(k))]
     if keys:
-        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys)
+        diffs = "; ".join(f"{k}: {saved.get(k, default.get(k))!r} -> {now[k]!r}" for k in keys)
         raise UserError(
             f"{run_dir} holds a pipeline run with other options ({diffs[:600]}); its finished stages would be "
             f"reported under the new ones: rerun with the options in {record}, or use a new --run-dir"
