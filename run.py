@@ -121,26 +121,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
+    import contextlib
+
     from core import distributed, runtime
     from core.config import resolve
-    from core.rundir import resolve_run_dir, save_run_config
+    from core.rundir import deferred_run_config, resolve_run_dir, run_dir_lock
 
     cfg = resolve(cfg_cls, args, stage=args.command, stages=STAGES)
     quiet = bool(getattr(cfg, "quiet", False))
     log_file = None
+    run_dir = None
     if hasattr(cfg, "run_dir"):
         run_dir = resolve_run_dir(cfg, args.command, args.preset)
-        if int(os.environ.get("RANK", "0")) == 0:
-            save_run_config(cfg, run_dir, f"{args.command}.config.yaml")
         log_file = run_dir / "log.txt"
     runtime.setup_logging(quiet=quiet, log_file=log_file)
     runtime.set_threads(getattr(cfg, "threads", 0))
     if hasattr(cfg, "seed"):
         runtime.seed_everything(cfg.seed)
-    try:
-        result = _load(COMMANDS[args.command][1])(cfg)
-    finally:
-        distributed.cleanup()
+    with contextlib.ExitStack() as stack:
+        if run_dir is not None:
+            # one writer per run directory (rank 0 holds it for all ranks of a torchrun job); the config is
+            # recorded only once the command's inputs were accepted, so a refused one leaves the old record
+            main_rank = int(os.environ.get("RANK", "0")) == 0
+            if main_rank:
+                stack.enter_context(run_dir_lock(run_dir, args.command))
+            stack.enter_context(deferred_run_config(cfg, run_dir, f"{args.command}.config.yaml", enabled=main_rank))
+        try:
+            result = _load(COMMANDS[args.command][1])(cfg)
+        finally:
+            distributed.cleanup()
     if result and distributed.is_main() and not quiet:
         logging.getLogger("run").info("done: %s", json.dumps(result, default=str)[:2000])
     return 0

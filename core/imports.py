@@ -1,4 +1,9 @@
-"""Load a user's object by import path: `package.module:Name` or `path/to/file.py:Name`."""
+"""Load a user's object by import path: `package.module:Name` or `path/to/file.py:Name`.
+
+Importing runs code, so an import path is followed only when the user gave it: on the command line
+or in a config file they named. A name read from a file (a checkpoint, a topk.json, an architecture
+file, a journal) must be a registered name; `untrusted_import` is the one-line error for the rest.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,25 @@ from typing import Any
 from core.errors import UserError
 
 
+def is_import_path(name: str) -> bool:
+    """Whether `name` would be imported (`module:attr` or `file.py:attr`) rather than looked up."""
+    return ":" in name
+
+
+def untrusted_import(name: str, what: str, registered: list[str], flag: str) -> UserError:
+    """The error for an import path that did not come from the user: names it and how to allow it."""
+    return UserError(
+        f"{what} {name!r} is not a registered {what} ({', '.join(registered)}) and an import path is only "
+        f"followed when you give it yourself: pass {flag} {name} on the command line (or in your --config) "
+        "if you trust that code"
+    )
+
+
 def load_object(spec: str, what: str = "object") -> Any:
-    """Return the object named by `spec` (`module:attr`); `UserError` saying what to fix if not found."""
+    """Return the object named by `spec` (`module:attr`); `UserError` saying what to fix if not found.
+
+    Imports (and for a `.py` path executes) code: call it only with a name the user gave.
+    """
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise UserError(f"{what} {spec!r} must look like module:Name or path/to/file.py:Name")

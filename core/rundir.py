@@ -2,14 +2,26 @@
 
 checkpoints/<run>/config.yaml, log.txt
 checkpoints/<run>/<stage>/metrics.jsonl, tb/, last.pt ...
+
+One writer per run directory: a command that writes into one holds `<run_dir>/.lock` (an advisory
+`flock`, with the holder's pid, host and start time as JSON inside) for its whole life; a second
+writer is refused with one line naming the holder. Readers (`run.py info`, the report) take no lock.
+The command's config is recorded (`<command>.config.yaml`) only once its inputs were accepted, so a
+refused command leaves the record of the run as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import json
 import logging
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +56,148 @@ def save_run_config(cfg: Any, run_dir: Path, name: str = "config.yaml") -> Path:
     target = run_dir / name
     save_config(cfg, target)
     return target
+
+
+# ---- the config record, written once the command's inputs were accepted ---------------------------
+
+_pending: list[tuple[Any, Path, str]] = []  # at most one: (cfg, run_dir, file name)
+
+
+@contextlib.contextmanager
+def deferred_run_config(cfg: Any, run_dir: Path, name: str, enabled: bool = True) -> Iterator[None]:
+    """Record `cfg` as `run_dir/name` when the stage calls `commit_run_config()` (its input checks passed)
+    or when the command ends other than by a `UserError`; a refused command leaves the old record."""
+    from core.errors import UserError
+
+    if not enabled:
+        yield
+        return
+    _pending[:] = [(cfg, run_dir, name)]
+    try:
+        yield
+    except UserError:
+        _pending.clear()  # refused (or stopped with an input error after committing): nothing more to write
+        raise
+    except BaseException:
+        commit_run_config()  # interrupted or crashed after starting: the run's record must exist
+        raise
+    else:
+        commit_run_config()
+    finally:
+        _pending.clear()
+
+
+def commit_run_config() -> Path | None:
+    """Write the pending config record now (once); stages call it when their inputs have been accepted."""
+    if not _pending:
+        return None
+    cfg, run_dir, name = _pending.pop()
+    return save_run_config(cfg, run_dir, name)
+
+
+# ---- one writer per run directory ------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+_held: dict[str, list[Any]] = {}  # resolved lock path -> [fd, depth]: the lock is re-entrant in one process
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another process (it has not written its pid yet)"
+    return (f"{holder.get('command', 'a command')} (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('since')})")  # fmt: skip
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path, command: str) -> Iterator[None]:
+    """Hold `run_dir/.lock` while the block runs; `UserError` naming the holder when another writer has it.
+
+    Re-entrant within one process (the pipeline runs its stages in-process). A lock file left by a
+    process of this host that is no longer running is taken over with a warning. Never blocks.
+    """
+    from core.errors import UserError
+
+    path = Path(run_dir) / LOCK_NAME
+    key = str(path.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    host, fd = socket.gethostname(), -1
+    for _ in range(5):  # retried only when a stale lock file was replaced under us
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot create the lock file {path} ({exc.strerror}); pass a writable --run-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise UserError(f"cannot lock {path} ({exc.strerror}); pass a --run-dir on a local disk") from None
+            holder = _read_holder(fd)
+            pid = holder.get("pid")
+            if holder.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+                # its pid is gone but a child it forked still holds the lock: replace the file
+                log.warning("run directory %s: taking over the lock of %s, which is no longer running",
+                            run_dir, _describe(holder))  # fmt: skip
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                        os.unlink(path)
+                os.close(fd)
+                continue
+            os.close(fd)
+            raise UserError(
+                f"run directory {run_dir} is in use by {_describe(holder)}; wait for it to end or use another --run-dir"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            same = False
+        if not same:  # the file was replaced between open and lock: lock the new one
+            os.close(fd)
+            continue
+        break
+    else:
+        raise UserError(f"could not take the lock {path}; remove it if no other command uses {run_dir}")
+    previous = _read_holder(fd)
+    if previous.get("pid") not in (None, os.getpid()):
+        log.warning("run directory %s: %s did not release its lock (killed?); taking it over", run_dir,
+                    _describe(previous))  # fmt: skip
+    since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    body = json.dumps({"pid": os.getpid(), "host": host, "since": since, "command": command}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, body, 0)
+    _held[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # released cleanly: the next writer sees no leftover holder
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class MetricsLogger:

@@ -3,6 +3,10 @@
 Each stage is skipped when its finished output is already in the run directory and resumed when
 it was interrupted, so rerunning the same command after a crash, a preemption or Ctrl-C continues
 where it stopped. Each stage can also be run alone (`run.py supernet|search|retrain --run-dir`).
+
+A rerun must ask for the same run: when its options differ from the ones recorded in the run
+directory (`pipeline.config.yaml`), finished stages would be skipped and their old results reported
+under the new options, so it is refused, naming the differing keys (with or without `--resume`).
 """
 
 from __future__ import annotations
@@ -16,14 +20,38 @@ from typing import Any
 import numpy as np
 
 from core.checkpoint import load_checkpoint
-from core.config import CommonConfig, build_config
+from core.config import CommonConfig, build_config, load_yaml
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
+from core.rundir import commit_run_config
 from pipeline.config import PipelineConfig
-from supernet.spaces.base import make_space
+from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 _SHARED = ("space", "space_opts", "amp", "split_seed")
+# options that do not change what a run computes: a rerun may change them
+_NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device")
+RECORD = "pipeline.config.yaml"
+
+
+def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
+    """`UserError` naming the options in which `cfg` differs from the run recorded in `run_dir` (if any)."""
+    import yaml
+
+    record = run_dir / RECORD
+    if not record.exists():
+        return
+    saved = load_yaml(record)
+    now = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # the record's own round trip
+    # an option the record lacks (written before it existed) had its default value
+    default = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(type(cfg)()), sort_keys=False))
+    keys = [k for k in now if k not in _NOT_COMPARED and now[k] != saved.get(k, default.get(k))]
+    if keys:
+        diffs = "; ".join(f"{k}: {saved.get(k, default.get(k))!r} -> {now[k]!r}" for k in keys)
+        raise UserError(
+            f"{run_dir} holds a pipeline run with other options ({diffs[:600]}); its finished stages would be "
+            f"reported under the new ones: rerun with the options in {record}, or use a new --run-dir"
+        )
 
 
 def stage_config(cls: type, cfg: PipelineConfig, section: dict[str, Any], name: str, **fixed: Any) -> Any:
@@ -55,9 +83,11 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     from supernet.config import SupernetConfig
 
     run_dir = Path(cfg.run_dir)
+    check_same_run(cfg, run_dir)
     sn_cfg = stage_config(SupernetConfig, cfg, cfg.supernet, "supernet")
     se_cfg = stage_config(SearchConfig, cfg, {"evaluator": "supernet", **cfg.search}, "search")
     stage_config(RetrainConfig, cfg, _retrain_section(cfg), "retrain")  # validate before hours of work
+    commit_run_config()  # accepted: this is the run's record from now on
 
     if supernet_done(run_dir):
         log.info("[1/3] supernet: finished checkpoint found in %s, skipped", run_dir / "supernet")
@@ -90,7 +120,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
 
     from pipeline.report import write_report
 
-    report = write_report(run_dir, make_space(cfg.space, **cfg.space_opts), results)
+    report = write_report(run_dir, make_user_space(cfg.space, **cfg.space_opts), results)
     summary = summarize(run_dir, topk[0], results, report)
     for line in summary["lines"]:
         log.warning(line) if cfg.quiet else log.info(line)
@@ -128,7 +158,7 @@ def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: floa
     search's pick, so a wide window mostly holds larger architectures, and after the demo's short
     retraining a larger one of nearly the same cost is, on average, less accurate (docs/benchmarks.md).
     """
-    space = make_space(cfg.space, **_retrain_section(cfg)["space_opts"])
+    space = make_user_space(cfg.space, **_retrain_section(cfg)["space_opts"])
     best_arch = space.from_json(best["arch"])
     target = float(space.cost(best_arch).mflops)
     rng = np.random.default_rng([cfg.seed, 0xBA5E])

@@ -77,6 +77,11 @@ class RetrainConfig(CommonConfig):
     # ---- distillation --------------------------------------------------------------------------
     teacher: str = opt("", "distil from a retrain checkpoint (last.pt/ema.pt of this tool) or 'timm:<name>'")
     teacher_ema: bool = opt(True, "use the teacher checkpoint's EMA weights when it has them")
+    teacher_weights: str = opt(
+        "",
+        "weights of a timm: teacher: a state dict (torch.save, read weights-only, or .safetensors) of that model "
+        "trained on the data's classes; empty: its pretrained weights from the local cache, else refused",
+    )
     teacher_size: int = opt(0, "teacher input resolution; each batch is resized for it (0: the student's)")
     kd_online: bool = opt(False, "train the teacher jointly from scratch (online distillation)")
     kd_weight: float = opt(0.5, "weight of the KL term; the label loss gets 1 - kd_weight")
@@ -115,6 +120,8 @@ class RetrainConfig(CommonConfig):
             raise UserError("--kd-online trains the teacher from scratch: give --teacher timm:<name>")
         if self.kd_online and not self.teacher:
             raise UserError("--kd-online needs --teacher timm:<name>")
+        if self.teacher_weights and (not self.teacher.startswith("timm:") or self.kd_online):
+            raise UserError("--teacher-weights is for a fixed --teacher timm:<name> (not with --kd-online)")
         if self.teacher_size < 0 or self.eval_every < 1 or self.checkpoint_minutes < 0:
             raise UserError("--teacher-size >= 0, --eval-every >= 1 and --checkpoint-minutes >= 0 are required")
         if not 0 <= self.randaugment_n <= 10 or not 0 <= self.randaugment_m <= 30:
@@ -128,6 +135,10 @@ class ExportConfig(CommonConfig):
     """Write TorchScript and ONNX files of a retrained model, checked against PyTorch with onnxruntime."""
 
     checkpoint: str = opt("", "a retrain checkpoint (last.pt) or its folder; empty: the one under <run_dir>/retrain/")
+    space: str = opt(
+        "",
+        "a space import path (module:Class) the checkpoint may name; registered spaces need nothing (trust it first)",
+    )
     arch_id: str = opt("", "which <run_dir>/retrain/<arch-id>/ to export when there are several")
     weights: str = opt("ema", "export the EMA weights (when the run kept them) or the raw ones", choices=("ema", "raw"))
     formats: list[str] = opt(["torchscript", "onnx"], "files to write: torchscript, onnx (comma-separated)")

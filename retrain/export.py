@@ -84,7 +84,7 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -
 def main(cfg: ExportConfig) -> dict[str, Any]:
     """Entry point of `run.py export`."""
     path = find_checkpoint(cfg)
-    net, state = model_from_checkpoint(path, prefer_ema=cfg.weights == "ema")
+    net, state = model_from_checkpoint(path, prefer_ema=cfg.weights == "ema", trusted={cfg.space} - {""})
     if cfg.weights == "ema" and state["weights_used"] != "ema":
         log.warning("%s has no EMA weights (trained with --ema-decay 0): exporting the raw weights", path)
     net = net.float().eval()

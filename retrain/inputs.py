@@ -3,6 +3,9 @@
 Everything needed to rebuild the network is collected into one plain `spec` dict (space name and
 options plus arch JSON, or a timm name and kwargs, plus the head). Checkpoints store the spec, so a
 checkpoint describes itself: a teacher, an export or a resume rebuilds the network from it alone.
+
+A spec read from a file is data: its space must be a registered name unless the user named that
+same import path (`--space module:Class`) on the command line or in their config (`trusted`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,25 @@ from torch import nn
 
 from core.checkpoint import load_checkpoint
 from core.errors import ArchError, CheckpointError, UserError
-from supernet.spaces.base import make_space
+from core.imports import is_import_path, untrusted_import
+from supernet.spaces.base import Space, make_space, make_user_space, space_names
 from supernet.spaces.nasnet import CellArch
 
 CHECKPOINT_KINDS = ("retrain", "retrain-ema")
+
+
+def user_spaces(cfg: Any) -> frozenset[str]:
+    """The space names the user gave in `cfg` (command line or config): import paths among them are trusted."""
+    return frozenset(n for n in [getattr(cfg, "space", "")] if n)
+
+
+def _space(name: str, trusted: Collection[str], where: str, /, **opts: Any) -> Space:
+    """The space `name` with `opts`; an import path only when the user gave that very name (`trusted`)."""
+    if name in trusted:
+        return make_user_space(name, **opts)
+    if isinstance(name, str) and is_import_path(name):
+        raise UserError(f"{where}: {untrusted_import(name, 'space', space_names(), '--space')}")
+    return make_space(name, **opts)
 
 
 def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
@@ -34,17 +53,21 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
     else:
         prefix = ""
         if cfg.lanet:
-            space_name, opts, arch_json = _from_lanet(cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts))
+            space_name, opts, arch_json = _from_lanet(
+                cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
+            )
+            where = "--lanet"
         elif cfg.arch:
             space_name, opts, arch_json = _from_json_text(cfg.arch, cfg.space, dict(cfg.space_opts))
+            where = "--arch"
         elif cfg.arch_file:
             space_name, opts, arch_json = _from_arch_file(cfg.arch_file, cfg.rank, cfg.space, dict(cfg.space_opts))
-            prefix = f"r{cfg.rank}-"
+            prefix, where = f"r{cfg.rank}-", f"--arch-file {cfg.arch_file}"
         else:
             raise UserError(
                 "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST or --model timm:NAME"
             )
-        space = make_space(space_name, **opts)
+        space = _space(space_name, user_spaces(cfg), where, **opts)
         arch = space.from_json(arch_json)
         spec = {"source": "space", "name": space_name, "options": space.options(), "arch": space.to_json(arch)}
         spec["str"] = space.to_str(arch)
@@ -65,8 +88,11 @@ def timm_spec(ref: str, kwargs: dict[str, Any], dropout: float = 0.0, drop_path:
     return {"source": "timm", "name": name, "options": kwargs, "str": ref}
 
 
-def build_model(spec: dict[str, Any], num_classes: int) -> nn.Module:
-    """A freshly initialised network from a spec (head replaced when the spec asks for it)."""
+def build_model(spec: dict[str, Any], num_classes: int, trusted: Collection[str] = ()) -> nn.Module:
+    """A freshly initialised network from a spec (head replaced when the spec asks for it).
+
+    The spec's space is imported only when it is an import path in `trusted` (what the user gave).
+    """
     from retrain.heads import replace_head
 
     if spec["source"] == "timm":
@@ -79,7 +105,7 @@ def build_model(spec: dict[str, Any], num_classes: int) -> nn.Module:
         except TypeError as exc:
             raise UserError(f"timm model {spec['name']!r} rejected its options ({exc}); fix --space-opts") from None
     else:
-        space = make_space(spec["name"], **spec["options"])
+        space = _space(spec["name"], trusted, "the model spec", **spec["options"])
         net = space.build(space.from_json(spec["arch"]), num_classes)
     head = spec.get("head") or {}
     if head.get("kind", "linear") == "cosine" or head.get("dropout", 0.0) > 0:
@@ -88,9 +114,12 @@ def build_model(spec: dict[str, Any], num_classes: int) -> nn.Module:
 
 
 def model_from_checkpoint(
-    path: str | Path, num_classes: int | None = None, prefer_ema: bool = True
+    path: str | Path, num_classes: int | None = None, prefer_ema: bool = True, trusted: Collection[str] = ()
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a retrained network from its checkpoint (EMA weights when present and preferred)."""
+    """Rebuild a retrained network from its checkpoint (EMA weights when present and preferred).
+
+    The checkpoint is data: its space must be registered, or an import path the user gave (`trusted`).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -99,7 +128,17 @@ def model_from_checkpoint(
         raise CheckpointError(f"{path} is a {state.get('kind')!r} checkpoint, not a retrained model of this tool")
     if num_classes is not None and state["num_classes"] != num_classes:
         raise CheckpointError(f"{path} predicts {state['num_classes']} classes, but the data has {num_classes}")
-    net = build_model(state["model_spec"], state["num_classes"])
+    spec = state["model_spec"]
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if (
+        isinstance(spec, dict)
+        and spec.get("source") != "timm"
+        and isinstance(name, str)
+        and is_import_path(name)
+        and name not in trusted
+    ):
+        raise CheckpointError(f"{path}: {untrusted_import(name, 'space', space_names(), '--space')}")
+    net = build_model(spec, state["num_classes"], trusted)
     use_ema = prefer_ema and isinstance(state.get("ema"), dict)
     net.load_state_dict(state["ema"] if use_ema else state["model"])
     state["weights_used"] = "ema" if use_ema else "raw"
@@ -153,7 +192,9 @@ def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
     return space_name or named
 
 
-def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, dict, dict]:
+def _from_lanet(
+    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
+) -> tuple[str, dict, dict]:
     """LaNet integer lists: one shared by all cells, or one per stage (normal cells; reductions enter the stage)."""
     try:
         lists = [[int(v) for v in part.replace(" ", "").strip("[]").split(",") if v] for part in text.split(";")]
@@ -169,7 +210,7 @@ def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, 
     if len(lists) > 1:
         opts["per_stage"] = True
     try:
-        space = make_space(space_name, **opts)
+        space = _space(space_name, trusted, "--lanet", **opts)
     except UserError:
         if space_name == "nasnet":
             raise
@@ -182,7 +223,7 @@ def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, 
         )
     if len(lists) == 1:
         return space_name, opts, space.to_json(space.from_lanet(lists[0], nodes))
-    single = make_space(space_name, **{**opts, "per_stage": False})
+    single = _space(space_name, trusted, "--lanet", **{**opts, "per_stage": False})
     cells = [single.from_lanet(code, nodes).normal for code in lists]
     # Stage s runs cell s; the reduction entering stage s + 1 uses that stage's cell too.
     arch = CellArch(normal=sum(cells, ()), reduce=sum(cells[1:], ()))
@@ -190,15 +231,77 @@ def _from_lanet(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, 
     return space_name, opts, space.to_json(arch)
 
 
-def load_teacher(ref: str, num_classes: int, prefer_ema: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """A teacher network: a retrain checkpoint of this tool (rebuilt from its spec) or timm:<name>."""
+def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher network: a retrain checkpoint of this tool (rebuilt from its spec) or timm:<name>.
+
+    `cfg` (the RetrainConfig) supplies `--teacher-weights`, `--kd-online` and the spaces the user trusts.
+    A timm teacher for offline distillation carries trained weights (`--teacher-weights`, or the
+    pretrained ones in the local cache); a random one would teach nothing, so it is refused.
+    """
     if ref.startswith("timm:"):
         spec = timm_spec(ref, {})
-        return build_model(spec, num_classes), spec
+        net = build_model(spec, num_classes)
+        if cfg is not None and cfg.kd_online:  # trained jointly with the student, from scratch on purpose
+            return net, spec
+        weights = getattr(cfg, "teacher_weights", "") if cfg is not None else ""
+        state = _state_dict_file(weights) if weights else _pretrained_timm(spec["name"], num_classes)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            source = f"--teacher-weights {weights}" if weights else "its pretrained weights"
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(
+                f"teacher {ref}: {source} do not fit a {num_classes}-class {spec['name']} ({first}); "
+                "give the state dict of that model trained on these classes"
+            ) from None
+        return net, spec
     if not Path(ref).exists():
         raise UserError(f"--teacher {ref} does not exist; give a retrain last.pt/ema.pt or timm:<name>")
-    net, state = model_from_checkpoint(ref, num_classes, prefer_ema)
+    net, state = model_from_checkpoint(ref, num_classes, prefer_ema, user_spaces(cfg) if cfg is not None else ())
     return net, state["model_spec"]
+
+
+def _state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a `.safetensors` file or a torch file (loaded weights-only: data, never code)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--teacher-weights {path} does not exist; give a state dict saved with torch.save")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file is the same input error
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"--teacher-weights {path} cannot be read as weights only ({first}); refused") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"--teacher-weights {path} is not a state dict (name -> tensor); save model.state_dict()")
+    return state
+
+
+def _pretrained_timm(name: str, num_classes: int) -> dict[str, torch.Tensor]:
+    """The pretrained weights of timm model `name` from the local cache (never downloaded here)."""
+    import timm
+
+    hint = f"pass --teacher-weights PATH (a state dict of timm:{name} trained on these {num_classes} classes)"
+    try:
+        net = timm.create_model(name, pretrained=True)
+    except Exception:  # offline cache miss, no weights published: either way there are none
+        raise UserError(
+            f"teacher timm:{name} has no pretrained weights in the local cache (downloads are off) and a random "
+            f"teacher teaches nothing; {hint}"
+        ) from None
+    classes = int(getattr(net, "num_classes", 0) or 0)
+    if classes != num_classes:
+        raise UserError(
+            f"teacher timm:{name}'s pretrained weights predict {classes} classes, not the data's {num_classes}, "
+            f"so its classifier would be random; {hint}"
+        )
+    return net.state_dict()
 
 
 def param_count(model: nn.Module) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from core import distributed
 from core.checkpoint import check_classes, find_resume, restore_optimization, rng_state, save_checkpoint
 from core.errors import CheckpointError
+from core.rundir import commit_run_config
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class StateMixin:
         distributed.barrier()
 
     def try_resume(self) -> bool:
+        """Continue from the run's checkpoint when there is one; then the run's config is recorded."""
+        resumed = self._resume()
+        commit_run_config()  # every input was accepted: the work begins
+        return resumed
+
+    def _resume(self) -> bool:
         found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
         if found is None:
             return False

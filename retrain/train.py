@@ -31,7 +31,7 @@ from core.signals import graceful_stop
 from retrain.augment import AugmentLoader, AugmentOptions
 from retrain.config import RetrainConfig
 from retrain.heads import DropPathSchedule
-from retrain.inputs import build_model, load_teacher, resolve_spec, to_device
+from retrain.inputs import build_model, load_teacher, resolve_spec, to_device, user_spaces
 from retrain.losses import RetrainLoss, split_output
 from retrain.state import StateMixin
 
@@ -69,7 +69,9 @@ class RetrainTrainer(StateMixin):
         )  # fmt: skip
         self.num_classes, self.image_size = self.data.num_classes, self.data.image_size
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
-        self.net = to_device(build_model(self.spec, self.num_classes), self.device, self.channels_last)
+        self.net = to_device(
+            build_model(self.spec, self.num_classes, user_spaces(cfg)), self.device, self.channels_last
+        )
         self.teacher, self.teacher_spec = self._teacher()
         self.online = cfg.kd_online and self.teacher is not None
         self.trainable: nn.Module = Joint(self.net, self.teacher) if self.online else self.net
@@ -127,7 +129,7 @@ class RetrainTrainer(StateMixin):
     def _teacher(self) -> tuple[nn.Module | None, dict | None]:
         if not self.cfg.teacher:
             return None, None
-        teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema)
+        teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema, self.cfg)
         teacher = to_device(teacher, self.device, self.channels_last)
         if not self.cfg.kd_online:
             teacher.eval().requires_grad_(False)  # a fixed teacher: BN statistics frozen too

@@ -28,7 +28,7 @@ import numpy as np
 from search.config import BenchSearchConfig
 from search.evaluators.table import load_table
 from search.searchers import make_searcher
-from supernet.spaces.base import Space, make_space
+from supernet.spaces.base import Space, make_user_space
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = (50, 100, 200, 500)
@@ -60,7 +60,7 @@ class _Lookup:
 
 def run_one(name: str, seed: int, space: Space, lookup: _Lookup, target: float, cfg: BenchSearchConfig) -> dict:
     """One search until the budget or the first arch with the target metric; curves padded to the budget."""
-    searcher = make_searcher(name, space, seed, None, **cfg.opts_for(name))
+    searcher = make_searcher(name, space, seed, None, trusted=True, **cfg.opts_for(name))
     best, best_report, hit = -math.inf, math.nan, None
     curve, report_curve = [], []
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def summarise(runs: list[dict], budget: int) -> dict[str, Any]:
 
 def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict[str, Any]:
     """Run every searcher over every seed; log a table, write `cfg.json` / `cfg.plot`; return the figures."""
-    space = space or make_space(cfg.space, **cfg.space_opts)
+    space = space or make_user_space(cfg.space, **cfg.space_opts)
     report = cfg.report_metric or cfg.metric
     rows = load_table(cfg.table, cfg.arch_column, (cfg.metric, report))
     target = max(v[0] for v in rows.values())
@@ -133,7 +133,7 @@ def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict
         curves[name] = np.mean([r["report_curve"] for r in runs], axis=0)
         _log_line(name, summary["searchers"][name])
     if cfg.overhead_space:
-        summary["lanas_overhead_ms"] = measure_overhead(make_space(cfg.overhead_space), cfg.opts_for("lanas"))
+        summary["lanas_overhead_ms"] = measure_overhead(make_user_space(cfg.overhead_space), cfg.opts_for("lanas"))
         log.warning("lanas overhead on %s with 1000 observations: %s", cfg.overhead_space, summary["lanas_overhead_ms"])
     summary["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     if cfg.json:

@@ -80,6 +80,11 @@ class SearchConfig(CommonConfig):
             raise UserError(f"--prior-reps must be >= 1, got {self.prior_reps}")
         if self.prior and self.prior_reference < 2:
             raise UserError(f"--prior-reference must be >= 2 architectures, got {self.prior_reference}")
+        if self.evaluator == "train" and self.search_size < 1:
+            raise UserError(
+                f"--search-size {self.search_size} leaves the search split empty: nothing to score architectures on; "
+                "pass --search-size N (e.g. 1000)"
+            )
         if self.evaluator == "table" and not self.table:
             raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
 

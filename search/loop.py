@@ -22,6 +22,7 @@ from core import distributed
 from core.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from core.errors import CheckpointError, UserError
 from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
+from core.rundir import commit_run_config
 from core.signals import graceful_stop
 from search.config import SearchConfig
 from search.evaluators import make_evaluator, normalise
@@ -29,7 +30,7 @@ from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
 from search.searchers import Searcher, make_searcher
-from supernet.spaces.base import Space, make_space
+from supernet.spaces.base import Space, make_user_space
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +124,24 @@ def _resume(cfg: SearchConfig, searcher: Searcher, out: Path) -> tuple[list[dict
 def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """Run the search that `cfg` describes; return a summary (evaluations, best, output paths)."""
     out = search_dir(cfg)
-    space = make_space(cfg.space, **cfg.space_opts)
-    searcher = make_searcher(cfg.searcher, space, cfg.seed, make_constraint(space, cfg), **cfg.searcher_opts)
+    # the names come from the user's command line or config: import paths are allowed
+    space = make_user_space(cfg.space, **cfg.space_opts)
+    constraint = make_constraint(space, cfg)
+    searcher = make_searcher(cfg.searcher, space, cfg.seed, constraint, trusted=True, **cfg.searcher_opts)
     journal = out / "journal.jsonl"
     records, done, elapsed = [], 0, 0.0
     if cfg.resume:
         records, done, elapsed = _resume(cfg, searcher, out)
     elif read_jsonl(journal):
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
-    evaluator = make_evaluator(cfg, space)
+    evaluator = make_evaluator(cfg, space, trusted=True)
     if cfg.prior:
         log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
         proxy = GradNorm(space, cfg, reps=cfg.prior_reps) if cfg.prior == "gradnorm" else None
         evaluator = SizePrior(
             evaluator, space, size=cfg.prior, reference=cfg.prior_reference, seed=cfg.seed, proxy=proxy
         )
+    commit_run_config()  # the inputs were accepted: record this run's config
     replay = {r["str"]: r for r in records[done:]}  # evaluated after the last saved state
     n = len(records)
     stop = _loop(cfg, space, searcher, evaluator, out, records, replay, done, elapsed)
@@ -219,12 +223,16 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
         for arch, res in zip(todo, results):
             fresh[space.to_str(arch)] = normalise(res, cfg.evaluator)
     out = []
+    # numbered after the highest index in the journal, not by counting its lines: a corrupt line that
+    # was skipped on reading must not make the next record reuse an index
+    index = next_index(records)
     for arch in archs:
         key = space.to_str(arch)
         if key in replay:
             out.append(replay.pop(key))
             continue
-        rec = _record(space, arch, fresh[key], len(records), per, cfg.num_classes or 10)
+        rec = _record(space, arch, fresh[key], index, per, cfg.num_classes or 10)
+        index += 1
         if distributed.is_main():
             append_jsonl(journal, rec)
         records.append(rec)
@@ -236,6 +244,12 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
             if _ok(rec["report_metric"]):
                 writer.add_scalar("search/report_metric", rec["report_metric"], rec["index"])
     return out
+
+
+def next_index(records: list[dict]) -> int:
+    """The index of the next journal line: one past the highest index that any record holds."""
+    indices = [r.get("index") for r in records]
+    return max((i for i in indices if isinstance(i, int) and not isinstance(i, bool)), default=-1) + 1
 
 
 def _ok(m: Any) -> bool:

@@ -43,7 +43,7 @@ from torch import nn
 
 from core.config import opt
 from core.errors import UserError
-from supernet.spaces.base import make_space
+from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def run_bench_supernet(
     if batch < 1 or steps < 1:
         raise UserError(f"batch and steps must be >= 1, got {batch} and {steps}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
-    space = make_space(space_name, **(space_opts or {}))
+    space = make_user_space(space_name, **(space_opts or {}))  # --space of the command
     arch = space.from_str(arch_str) if arch_str else space.sample(np.random.default_rng(seed))
     torch.manual_seed(seed)
     num_classes = 10

@@ -62,6 +62,11 @@ class SupernetConfig(CommonConfig):
             raise UserError(f"--max-mflops {self.max_mflops} is below --min-mflops {self.min_mflops}")
         if self.train_images < 0:
             raise UserError(f"--train-images must be >= 0, got {self.train_images}")
+        if self.search_size < 1:  # the subnet panel (and later the search) is scored on the search split
+            raise UserError(
+                f"--search-size {self.search_size} leaves the search split empty: nothing to score architectures on; "
+                "pass --search-size N (e.g. 1000)"
+            )
         if self.recal_images < 0 or self.panel_random < 0 or self.eval_every < 1:
             raise UserError("--recal-images and --panel-random must be >= 0, --eval-every >= 1")
         if not 0 <= self.label_smoothing < 1:

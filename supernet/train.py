@@ -26,13 +26,13 @@ from core.checkpoint import check_classes, find_resume, restore_optimization, rn
 from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
 from core.errors import CheckpointError, UserError
 from core.optim import make_optimizer
-from core.rundir import MetricsLogger
+from core.rundir import MetricsLogger, commit_run_config
 from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
 from supernet.config import SupernetConfig
 from supernet.evaluate import recal_subset, score_arch
 from supernet.sampling import ArchSampler, panel
-from supernet.spaces.base import make_space
+from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,14 @@ class SupernetTrainer:
             image_size=cfg.image_size,
             download=cfg.download,
         )
+        if not len(self.data.search):
+            raise UserError(
+                f"the search split of {cfg.dataset} is empty: nothing to score subnets on; raise --search-size"
+            )
         if cfg.train_images:  # a fixed random subset: the images are stored class by class
             keep = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(cfg.split_seed))
             self.data.train = self.data.train.subset(keep[: cfg.train_images].sort().values)
-        self.space = make_space(cfg.space, **cfg.space_opts)
+        self.space = make_user_space(cfg.space, **cfg.space_opts)  # the user's own --space
         self.num_classes = self.data.num_classes
         net = self.space.supernet(self.num_classes).to(self.device)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
@@ -224,6 +228,7 @@ class SupernetTrainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self.try_resume()
+        commit_run_config()  # inputs accepted: record this run's config
         self.scheduler.step_update(self.step)
         last_save = time.monotonic()
         stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps

@@ -43,9 +43,9 @@ json_values = st.recursive(
 
 
 def _space(name: str):
-    from supernet.spaces.base import make_space
+    from supernet.spaces.base import make_user_space
 
-    return make_space(name, **SPACES[name])
+    return make_user_space(name, **SPACES[name])
 
 
 def _accepts_or_user_error(fn, *args):

@@ -128,12 +128,12 @@ def test_rejection_sampler_terminates_on_an_empty_region():
 
 def test_user_searcher_by_import_path_and_bad_options():
     space = ToySpace()
-    s = make_searcher("search.searchers.random_search:RandomSearch", space, 0)
+    s = make_searcher("search.searchers.random_search:RandomSearch", space, 0, trusted=True)
     assert len(s.propose(3)) == 3
     with pytest.raises(UserError):
         make_searcher("lanas", space, 0, heigth=3)
     with pytest.raises(UserError):
-        make_searcher("no_such_module:Cls", space, 0)
+        make_searcher("no_such_module:Cls", space, 0, trusted=True)
     with pytest.raises(UserError):
         make_searcher("lanas", space, 0, height=0)
 

@@ -35,12 +35,17 @@ def _table(cfg: Any, space: Space) -> Evaluator:
 register_evaluator("table", _table)
 
 
-def make_evaluator(cfg: Any, space: Space) -> Evaluator:
-    """The evaluator that `cfg.evaluator` names; `UserError` with the fix when unavailable."""
-    name = cfg.evaluator
-    if ":" in name:
-        from core.imports import load_object
+def make_evaluator(cfg: Any, space: Space, *, trusted: bool = False) -> Evaluator:
+    """The evaluator that `cfg.evaluator` names; `UserError` with the fix when unavailable.
 
+    A `module:function` is imported only when `trusted`: `cfg` is the user's command line or config.
+    """
+    from core.imports import is_import_path, load_object, untrusted_import
+
+    name = cfg.evaluator
+    if is_import_path(name) and not trusted:
+        raise untrusted_import(name, "evaluator", sorted({*_FACTORIES, *_HOOK_MODULES}), "--evaluator")
+    if is_import_path(name):
         fn = load_object(name, what="evaluator")
         if not callable(fn):
             raise UserError(f"evaluator {name!r} is not callable; give module:function(archs, space)")

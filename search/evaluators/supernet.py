@@ -84,6 +84,9 @@ class SupernetEvaluator:
         if data.num_classes != state["num_classes"]:
             raise CheckpointError(f"{checkpoint} has {state['num_classes']} classes, the data {data.num_classes}")
         data.test = None  # type: ignore[assignment]  # search estimates never touch the test split
+        if not len(data.search):
+            raise UserError(f"{checkpoint} was trained with an empty search split: nothing to score architectures "
+                            "on; train the supernet again with --search-size N (e.g. 1000)")  # fmt: skip
         self.data = data
         self.net = space.supernet(state["num_classes"]).to(self.device)
         self.net.load_state_dict(state["model"])

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from core import amp as amp_lib
 from core import distributed
 from core.data import TRAIN_AUGMENT, TensorLoader, load_data_for
+from core.errors import UserError
 from core.runtime import select_device
 from search.evaluators import register_evaluator
 from supernet.spaces.base import Space
@@ -37,6 +38,8 @@ class TrainingEvaluator:
         self.autocast = lambda: amp_lib.autocast(getattr(cfg, "amp", "off"), self.device)
         data = load_data_for(cfg)
         data.test = None  # type: ignore[assignment]  # never scored on the test split
+        if not len(data.search):
+            raise UserError("the search split is empty: nothing to score architectures on; pass --search-size N")
         self.data = data
         self.cache: dict[Hashable, dict[str, Any]] = {}
 

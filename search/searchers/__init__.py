@@ -15,11 +15,16 @@ from .random_search import RandomSearch
 SEARCHERS: dict[str, type[Searcher]] = {"lanas": LaNAS, "evolution": RegularizedEvolution, "random": RandomSearch}
 
 
-def make_searcher(name: str, space: Space, seed: int, constraint: Constraint | None = None, **opts: Any) -> Searcher:
-    """A searcher by name or `module:Class` (a `Searcher` subclass taking `(space, rng_seed, constraint, **opts)`)."""
-    if ":" in name:
-        from core.imports import load_object
+def make_searcher(
+    name: str, space: Space, seed: int, constraint: Constraint | None = None, *, trusted: bool = False, **opts: Any
+) -> Searcher:
+    """A searcher by name, or by `module:Class` (a `Searcher` subclass taking `(space, rng_seed, constraint, **opts)`)
+    when `trusted`: the name and `opts` came from the user's command line or config, never from a file."""
+    from core.imports import is_import_path, load_object, untrusted_import
 
+    if is_import_path(name) and not trusted:
+        raise untrusted_import(name, "searcher", list(SEARCHERS), "--searcher")
+    if is_import_path(name):
         cls = load_object(name, what="searcher")
         needed = ("propose", "observe", "state_dict", "load_state_dict")
         if not (isinstance(cls, type) and all(callable(getattr(cls, m, None)) for m in needed)):

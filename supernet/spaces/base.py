@@ -141,15 +141,29 @@ def space_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_space(name: str, **options: Any) -> Space:
-    """Build a registered space, or a user's `module:Class` (module on PYTHONPATH or a .py path)."""
-    _import_builtin()
-    if ":" in name:
-        from core.imports import load_object
+def make_space(name: str, /, **options: Any) -> Space:
+    """Build a registered space. For names read from files (checkpoints, topk.json, arch JSON): never imports."""
+    return _make_space(name, options, trusted=False)
 
-        factory = load_object(name, what="space")
-    elif name in _REGISTRY:
+
+def make_user_space(name: str, /, **options: Any) -> Space:
+    """Build a space the user named on the command line or in their config: registered, or `module:Class`
+    (module on PYTHONPATH or a .py path), which is imported."""
+    return _make_space(name, options, trusted=True)
+
+
+def _make_space(name: str, options: dict[str, Any], trusted: bool) -> Space:
+    from core.imports import is_import_path, load_object, untrusted_import
+
+    _import_builtin()
+    if not isinstance(name, str):
+        raise UserError(f"space name {name!r} is not a string; choose one of {', '.join(sorted(_REGISTRY))}")
+    if name in _REGISTRY:
         factory = _REGISTRY[name]
+    elif is_import_path(name) and trusted:
+        factory = load_object(name, what="space")
+    elif is_import_path(name):
+        raise untrusted_import(name, "space", sorted(_REGISTRY), "--space")
     else:
         raise UserError(f"unknown space {name!r}: choose one of {', '.join(sorted(_REGISTRY))} or give module:Class")
     try:
