@@ -70,6 +70,7 @@ class MBConvSpace(Space):
         if not isinstance(stem, str) or stem not in STRIDES:
             raise UserError(f"mbconv space: stem={stem!r}; use 'imagenet' (224x224) or 'cifar' (32x32)")
         self.stem = stem
+
         def ints(name: str, values: Any, low: int, high: int) -> tuple[int, ...]:
             if not isinstance(values, (list, tuple)) or not values:
                 raise UserError(f"mbconv space option {name}={brief(values, 40)}: give a non-empty list")
