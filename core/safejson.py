@@ -42,24 +42,27 @@ def _parse_constant(name: str) -> float:
     raise _Bad(f"{name} is not a number this tool accepts")
 
 
-def parse_json(text: str | bytes, where: str, hint: str = "") -> Any:
+def parse_json(text: str | bytes, where: str, hint: str = "", error: type[UserError] = UserError) -> Any:
     """`json.loads(text)` with finite floats, short integers and bounded nesting; `UserError` otherwise.
 
     `where` names the source (`--arch`, a file path) and `hint` says how to fix it; both go into the
-    one-line message.
+    one-line message; `error` is the `UserError` subclass raised (`ArchError` for architectures).
     """
     fix = f"; {hint}" if hint else ""
     try:
         data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except _Bad as exc:
-        raise UserError(f"{where}: {exc}{fix}") from None
+        raise error(f"{where}: {exc}{fix}") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{where} is not valid JSON ({exc.msg} at char {exc.pos}){fix}") from None
+        raise error(f"{where} is not valid JSON ({exc.msg} at char {exc.pos}){fix}") from None
     except RecursionError:
-        raise UserError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels){fix}") from None
+        raise error(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels){fix}") from None
     except (ValueError, UnicodeDecodeError, TypeError) as exc:
-        raise UserError(f"{where} is not valid JSON ({first_line(exc)}){fix}") from None
-    check_plain(data, where, hint)
+        raise error(f"{where} is not valid JSON ({first_line(exc)}){fix}") from None
+    try:
+        check_plain(data, where, hint)
+    except UserError as exc:
+        raise error(str(exc)) from None
     return data
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from core import amp as amp_lib
 from core import distributed
+from core.checkpoint import contents_of, kept_checkpoint
 from core.data import ImageSet, TensorLoader, load_data
 from core.errors import UserError
 from core.optim import make_optimizer
@@ -127,7 +128,8 @@ class RetrainTrainer(StateMixin):
     def _teacher(self) -> tuple[nn.Module | None, dict | None]:
         if not self.cfg.teacher:
             return None, None
-        teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema)
+        with contents_of(self.cfg.teacher, "give a retrain last.pt/ema.pt of this tool or timm:<name>"):
+            teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema)
         teacher = to_device(teacher, self.device, self.channels_last)
         if not self.cfg.kd_online:
             teacher.eval().requires_grad_(False)  # a fixed teacher: BN statistics frozen too
@@ -169,8 +171,8 @@ class RetrainTrainer(StateMixin):
         if not math.isfinite(value):
             if self.cfg.nan_policy == "stop":
                 raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; the last good checkpoint is kept "
-                    "in place (lower --lr, add --grad-clip, or use --nan-policy skip)"
+                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
+                    "(lower --lr, add --grad-clip, or use --nan-policy skip)"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.step)
             self.step += 1
