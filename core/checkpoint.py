@@ -165,7 +165,8 @@ def find_resume(
         log.info("no checkpoint in %s: starting from scratch", path.parent)
         metrics.drop_after(0)  # lines of a run killed before its first checkpoint
         return None
-    metrics.drop_after(int(found[0].get("step", 0)))
+    with contents_of(found[1]):
+        metrics.drop_after(int(found[0].get("step", 0)))
     return found
 
 
