@@ -271,11 +271,13 @@ def test_parse_json_limits():
 
 # ---- T5: configs, space options and seeds --------------------------------------------------------
 
+DEEP_BLOCK = "a:\n" + "".join("  " * i + "- \n" for i in range(1, 200))  # block lists 200 deep
+
 
 @pytest.mark.parametrize(
     "text, needle",
     [("1: 2\n", "key 1"), ("epochs: 1\nsupernet:\n  3: x\n", "key 3"), ("null: 1\n", "key None"),
-     ("[" * 50_000 + "]" * 50_000 + "\n", "nests too deeply"), ("a:\n" + "".join("  " * i + "- \n" for i in range(1, 200)), "nest"),
+     ("[" * 50_000 + "]" * 50_000 + "\n", "nests too deeply"), (DEEP_BLOCK, "nest"),
      ("lr: .nan\n", "lr"), ("lr: .inf\n", "lr"), ("seed: 123456789012345678901234\n", "--seed")],
     ids=["int-key", "int-key-in-section", "null-key", "deep-flow", "deep-block", "nan", "inf", "huge-seed"],
 )  # fmt: skip
