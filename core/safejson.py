@@ -67,22 +67,30 @@ def parse_json(text: str | bytes, where: str, hint: str = "", error: type[UserEr
 
 
 def check_plain(data: Any, where: str, hint: str = "") -> None:
-    """Refuse nesting deeper than `MAX_DEPTH`, non-finite floats and huge integers, without recursing."""
+    """Refuse nesting deeper than `MAX_DEPTH`, non-finite floats and huge integers, without recursing.
+
+    The message names the offending entry by its keys and indices (`space_opts.blocks[1]`).
+    """
     fix = f"; {hint}" if hint else ""
-    stack = [(data, 1)]
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
-        value, depth = stack.pop()
+        value, depth, at = stack.pop()
+        name = f"{where}: {at}" if at else where
         if isinstance(value, (dict, list, tuple)):
             if depth > MAX_DEPTH:
                 raise UserError(f"{where}: nested too deeply (more than {MAX_DEPTH} levels){fix}")
-            items = value.values() if isinstance(value, dict) else value
-            stack.extend((v, depth + 1) for v in items)
             if isinstance(value, dict):
-                stack.extend((k, depth + 1) for k in value if not isinstance(k, str))
+                for k, v in value.items():
+                    key = k if isinstance(k, str) else brief(k, 20)
+                    stack.append((v, depth + 1, f"{at}.{key}" if at else key))
+                    if not isinstance(k, str):
+                        stack.append((k, depth + 1, f"{at} key" if at else "key"))
+            else:
+                stack.extend((v, depth + 1, f"{at}[{i}]") for i, v in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{where}: {value} is not a finite number{fix}")
+            raise UserError(f"{name} = {value} is not a finite number{fix}")
         elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3.33 * MAX_INT_DIGITS:
-            raise UserError(f"{where}: an integer of more than {MAX_INT_DIGITS} digits{fix}")
+            raise UserError(f"{name}: an integer of more than {MAX_INT_DIGITS} digits{fix}")
 
 
 def depth_ok(data: Any, limit: int = MAX_DEPTH) -> bool:

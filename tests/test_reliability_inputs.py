@@ -278,7 +278,7 @@ DEEP_BLOCK = "a:\n" + "".join("  " * i + "- \n" for i in range(1, 200))  # block
     "text, needle",
     [("1: 2\n", "key 1"), ("epochs: 1\nsupernet:\n  3: x\n", "key 3"), ("null: 1\n", "key None"),
      ("[" * 50_000 + "]" * 50_000 + "\n", "nests too deeply"), (DEEP_BLOCK, "nest"),
-     ("lr: .nan\n", "lr"), ("lr: .inf\n", "lr"), ("seed: 123456789012345678901234\n", "--seed")],
+     ("lr: .nan\n", "lr"), ("lr: .inf\n", "lr"), ("split_seed: 123456789012345678901234\n", "--split-seed")],
     ids=["int-key", "int-key-in-section", "null-key", "deep-flow", "deep-block", "nan", "inf", "huge-seed"],
 )  # fmt: skip
 def test_hostile_yaml_configs_refused(tmp_path, capsys, text, needle):
@@ -544,8 +544,9 @@ def test_unused_parameter_probe_is_exact_and_changes_nothing():
     for lanet, expected in ((DEAD_CELL, True), (ALL_USED, False)):
         net = _built(lanet).eval()
         before = {k: v.clone() for k, v in net.state_dict().items()}
+        x = torch.randn(2, 3, 32, 32)
         rng = torch.get_rng_state()
-        assert has_unused_parameters(net, torch.randn(2, 3, 32, 32)) is expected
+        assert has_unused_parameters(net, x) is expected
         assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN statistics restored
         assert torch.equal(rng, torch.get_rng_state()) and not net.training
         assert all(p.grad is None for p in net.parameters())
