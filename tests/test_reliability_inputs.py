@@ -358,14 +358,15 @@ def test_nan_loss_after_a_checkpoint_names_the_kept_one(rt, tmp_path, monkeypatc
     run = _copy(rt, tmp_path / "run")
     ckpt = run / "retrain" / "tiny" / "last.pt"
     before = ckpt.read_bytes()
-    original = RetrainTrainer.fit
+    original = RetrainTrainer.try_resume
 
-    def fit(self):
+    def try_resume(self):
+        resumed = original(self)
         with torch.no_grad():
-            next(self.net.parameters()).fill_(float("nan"))
-        return original(self)
+            next(self.net.parameters()).fill_(float("nan"))  # the first loss after the resume is NaN
+        return resumed
 
-    monkeypatch.setattr(RetrainTrainer, "fit", fit)
+    monkeypatch.setattr(RetrainTrainer, "try_resume", try_resume)
     _refused([*RETRAIN, "--run-dir", run, "--resume", "auto"], capsys, f"the last good checkpoint {ckpt} is kept")
     assert ckpt.read_bytes() == before
 
