@@ -14,12 +14,15 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.errors import CheckpointError, UserError
+from core.safejson import first_line
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -87,6 +90,14 @@ def _tensors(value: Any, prefix: str) -> Any:
             yield from _tensors(v, f"{prefix}.{i}")
 
 
+def kept_checkpoint(path: str | Path) -> str:
+    """What a run stopped by an error leaves behind, for its message: the checkpoint kept, or that none exists."""
+    path = Path(path)
+    if path.exists() or previous_path(path).exists():
+        return f"the last good checkpoint {path} is kept in place"
+    return f"no checkpoint was written yet (none in {path.parent})"
+
+
 def previous_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
@@ -106,9 +117,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "(it could run code); only load checkpoints written by this tool"
             ) from None
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a readable torch file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:120]})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged bytes fail anywhere inside torch.load (IndexError, ...)
+        # KeyboardInterrupt and SystemExit are not Exceptions and pass; MemoryError is this machine's problem.
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("_format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a checkpoint written by this tool")
     return state
@@ -152,7 +165,8 @@ def find_resume(
         log.info("no checkpoint in %s: starting from scratch", path.parent)
         metrics.drop_after(0)  # lines of a run killed before its first checkpoint
         return None
-    metrics.drop_after(int(found[0].get("step", 0)))
+    with contents_of(found[1]):
+        metrics.drop_after(int(found[0].get("step", 0)))
     return found
 
 
@@ -166,11 +180,32 @@ def check_classes(state: dict[str, Any], used: Path, num_classes: int) -> None:
 
 
 def restore_optimization(state: dict[str, Any], optimizer: Any, scheduler: Any, scaler: Any) -> None:
-    """Load the optimizer, schedule and grad-scaler states and the RNG streams of a checkpoint."""
+    """Load the optimizer, schedule and grad-scaler states and the RNG streams of a checkpoint.
+
+    Call it inside `contents_of(path)`: a missing or ill-shaped entry then becomes a `CheckpointError`.
+    """
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
+
+
+@contextmanager
+def contents_of(path: str | Path, fix: str = "use the checkpoint this run wrote, or a new --run-dir") -> Iterator[None]:
+    """Read a loaded checkpoint's entries inside this block: one that is missing or has the wrong type
+    or shape (a file edited by hand, or from another version) becomes a one-line `CheckpointError`."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, KeyError):
+            reason = f"it has no {first_line(exc, 60)} entry"
+        else:  # load_state_dict lists every mismatch after a heading line: keep the first one
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            reason = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else
+                      (lines or [type(exc).__name__])[0])[:160]  # fmt: skip
+        raise CheckpointError(f"{path} does not fit this model or run ({reason}); {fix}") from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -22,9 +23,12 @@ from typing import Any, TypeVar
 import yaml
 
 from core.errors import UserError
+from core.safejson import MAX_DEPTH, brief, check_plain, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 T = TypeVar("T", bound="CommonConfig")
+MAX_IMAGE_SIZE = 4096  # pixels a side; a larger size is decoded into memory for every image
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch's generators take seeds in 0 .. 2**32 - 1
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:  # noqa: A002
@@ -59,6 +63,9 @@ class CommonConfig:
 
     def validate(self) -> None:
         """Raise `UserError` naming the first bad value. Subclasses extend it."""
+        check_values(self)
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise UserError(f"--image-size {self.image_size} is too large; use at most {MAX_IMAGE_SIZE} (0: native)")
         if self.search_size < 0:
             raise UserError(f"--search-size must be >= 0, got {self.search_size}")
         if self.num_classes < 0 or self.image_size < 0 or self.threads < 0:
@@ -71,6 +78,42 @@ class CommonConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_values(cfg: Any) -> None:
+    """Checks every option of every stage shares: numbers finite, seeds in 0 .. 2**32 - 1.
+
+    A comparison with NaN is always false, so `lr <= 0` lets `--lr nan` through; this runs first.
+    """
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} {value}: give a finite number")
+        if (f.name == "seed" or f.name.endswith("_seed")) and isinstance(value, int):
+            if not 0 <= value <= MAX_SEED:
+                raise UserError(f"{flag} {brief(value, 40)} is out of range; use a seed from 0 to {MAX_SEED}")
+        if isinstance(value, (dict, list)):
+            check_plain(value, flag, "give plain numbers, strings and short lists")
+
+
+def number(value: Any, what: str, kind: type = int, low: float | None = None, high: float | None = None) -> Any:
+    """`value` as a finite int or float within [low, high], or `UserError` naming `what` (an option)."""
+    try:
+        if isinstance(value, bool) or value is None:
+            raise TypeError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        out = kind(value)
+        if kind is float and not math.isfinite(out):
+            raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
+        name = "an integer" if kind is int else "a finite number"
+        raise UserError(f"{what}={brief(value, 40)} is not {name}") from None
+    if (low is not None and out < low) or (high is not None and out > high):
+        bounds = f"from {low:g} to {high:g}" if low is not None and high is not None else ""
+        bounds = bounds or (f">= {low:g}" if low is not None else f"<= {high:g}")
+        raise UserError(f"{what}={out} is out of range; use a value {bounds}")
+    return out
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -93,18 +136,25 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         if origin in (int, float, str):
             if origin is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return origin(value)
+            if origin is not str and isinstance(value, (list, dict)):
+                raise TypeError(value)
+            out = origin(value)
+            if origin is float and not math.isfinite(out):
+                raise UserError(f"option {name}: {value!r} is not a finite number; give a finite value")
+            return out
         if origin is list:
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v != ""]
             (item_type,) = typing.get_args(typ) or (str,)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(value)
             return [item_type(v) for v in value]
         if origin is dict:
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-    except (TypeError, ValueError):
-        raise UserError(f"option {name}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"option {name}: cannot read {brief(value)} as {getattr(typ, '__name__', typ)}") from None
     return value
 
 
@@ -116,12 +166,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"config file {path} is not valid YAML: {first_line(exc)}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} nests too deeply; keep to option: value and short lists") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of option: value")
+    check_plain(data, f"config file {path}", f"keep to option: value, at most {MAX_DEPTH} levels")
+    _check_keys(data, path)
     return data
+
+
+def _check_keys(data: Any, path: Path) -> None:
+    """Every mapping key is a string (`1: x` or `null: x` would be taken for an option name)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise UserError(f"config file {path}: key {brief(key, 40)} is not a name; option names are text")
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def preset_path(name: str) -> Path:
@@ -171,7 +239,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         typ = _field_type(cls, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        # argparse %-formats help text (for %(default)s): a literal % must be doubled
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
         if typ is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif (typing.get_origin(typ) or typ) is dict:
@@ -215,6 +284,9 @@ def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
             value = yaml.safe_load(f"[{raw}]") if "," in raw and not raw.startswith("[") else yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise UserError(f"{flag} {key}=...: the value nests too deeply; give a number, text or a list") from None
+        check_plain(value, f"{flag} {key}", "give a number, text or a short list")
         out[key.replace("-", "_")] = value
     return out
 

@@ -89,3 +89,45 @@ def cleanup() -> None:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def has_unused_parameters(model: torch.nn.Module, *inputs: torch.Tensor) -> bool:
+    """Whether a training forward of `model` on `inputs` leaves a trainable parameter out of the graph.
+
+    DDP needs `find_unused_parameters=True` for such a model (a NASNet cell that never reads one of
+    its inputs leaves the cell that feeds it dead) and is slower with it, so the trainers ask once,
+    before wrapping. The probe changes nothing: BatchNorm statistics are restored, the RNG streams
+    forked, and gradients taken with `autograd.grad` (no `.grad` is written).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return False
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    was_training = model.training
+    devices = [inputs[0].device] if inputs and inputs[0].device.type == "cuda" else []
+    try:
+        model.train()
+        with torch.random.fork_rng(devices=devices):
+            out = model(*inputs)
+            total = sum(t.float().sum() for t in _float_tensors(out))
+            if not isinstance(total, torch.Tensor) or not total.requires_grad:
+                return True  # nothing reaches the output
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+        model.train(was_training)
+    return any(g is None for g in grads)
+
+
+def _float_tensors(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _float_tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _float_tensors(v)

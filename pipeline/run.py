@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,7 @@ def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]]
     base = next((r for r in results if r["arch_id"] == "baseline-random"), None)
     if base is not None and _test_acc(base) is not None:
         lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {_test_acc(base):.2f}%")
-    lines.append(f"export: python run.py export --run-dir {run_dir} --arch-id top1")
+    lines.append(f"export: python run.py export --run-dir {shlex.quote(str(run_dir))} --arch-id top1")
     return {
         "report": report["markdown"],
         "best": best["str"],

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.checkpoint import contents_of
 from core.errors import UserError
 from retrain.config import ExportConfig
 from retrain.inputs import model_from_checkpoint
@@ -82,9 +83,28 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -
 
 
 def main(cfg: ExportConfig) -> dict[str, Any]:
-    """Entry point of `run.py export`."""
+    """Entry point of `run.py export`; an output folder that cannot be written is a one-line `UserError`."""
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    try:
+        return _export(cfg)
+    except OSError as exc:
+        raise _unwritable(exc, out) from None
+    except RuntimeError as exc:  # torch's writers wrap a failed write in a RuntimeError
+        if isinstance(exc.__context__, OSError) or "cannot be opened" in str(exc) or "open file" in str(exc):
+            raise _unwritable(exc.__context__ or exc, out) from None
+        raise
+
+
+def _unwritable(exc: BaseException, out: Path | None) -> UserError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0][:120]
+    where = getattr(exc, "filename", None) or out or "the export folder"
+    return UserError(f"cannot write the export to {where}: {reason}; pass a writable --out-dir")
+
+
+def _export(cfg: ExportConfig) -> dict[str, Any]:
     path = find_checkpoint(cfg)
-    net, state = model_from_checkpoint(path, prefer_ema=cfg.weights == "ema", trusted={cfg.space} - {""})
+    with contents_of(path, "export a retrain last.pt/ema.pt that this tool wrote"):
+        net, state = model_from_checkpoint(path, prefer_ema=cfg.weights == "ema", trusted={cfg.space} - {""})
     if cfg.weights == "ema" and state["weights_used"] != "ema":
         log.warning("%s has no EMA weights (trained with --ema-decay 0): exporting the raw weights", path)
     net = net.float().eval()

@@ -23,6 +23,7 @@ from torch import nn
 from core.checkpoint import load_checkpoint
 from core.errors import ArchError, CheckpointError, UserError
 from core.imports import is_import_path, untrusted_import
+from core.safejson import parse_json
 from supernet.spaces.base import Space, make_space, make_user_space, space_names
 from supernet.spaces.nasnet import CellArch
 
@@ -149,12 +150,7 @@ def model_from_checkpoint(
 
 
 def _from_json_text(text: str, space_name: str, opts: dict[str, Any]) -> tuple[str, dict, dict]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArchError(
-            f"--arch is not valid JSON ({exc.msg} at char {exc.pos}); pass space.to_json's output"
-        ) from None
+    data = parse_json(text, "--arch", "pass space.to_json's output", ArchError)
     if not isinstance(data, dict):
         raise ArchError("--arch must be a JSON object as written by space.to_json (with a 'space' key)")
     return _space_of(data, space_name, "--arch"), opts, data
@@ -164,27 +160,30 @@ def _from_arch_file(path: str, rank: int, space_name: str, opts: dict[str, Any])
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--arch-file {file} does not exist; point it at a search's topk.json")
-    try:
-        entries = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArchError(f"--arch-file {file} is not valid JSON ({str(exc).splitlines()[0]})") from None
+    entries = parse_json(file.read_bytes(), f"--arch-file {file}", "point it at a search's topk.json", ArchError)
     if isinstance(entries, dict):
         entries = entries.get("topk", [entries])
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "arch" in e for e in entries):
         raise ArchError(f"--arch-file {file} must hold a list of {{'rank', 'arch'}} entries, as search's topk.json")
     match = [e for e in entries if e.get("rank") == rank] or (entries[rank : rank + 1] if rank < len(entries) else [])
+    if not entries:
+        raise UserError(f"--arch-file {file} lists no architectures (no finite metric); rerun the search or use --arch")
     if not match:
         raise UserError(f"--rank {rank} is not in {file} ({len(entries)} entries); use 0 to {len(entries) - 1}")
     entry = match[0]
     if not isinstance(entry["arch"], dict):
         raise ArchError(f"--arch-file {file}: the arch of rank {rank} is not a JSON object")
     # The search's macro options (when the file records them) are the base; --space-opts override them.
+    if not isinstance(entry.get("space_opts") or {}, dict):
+        raise ArchError(f"--arch-file {file}: 'space_opts' of rank {rank} must be a JSON object of space options")
     merged = {**(entry.get("space_opts") or {}), **opts}
     return _space_of(entry["arch"], space_name, str(file)), merged, entry["arch"]
 
 
 def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
     named = arch.get("space")
+    if named is not None and not isinstance(named, str):
+        raise ArchError(f"{where}: the arch's 'space' must be a space name (a string)")
     if space_name and named and named != space_name:
         raise ArchError(f"{where}: the arch is of space {named!r} but --space is {space_name!r}")
     if not (space_name or named):

@@ -15,7 +15,14 @@ from dataclasses import asdict
 from typing import Any
 
 from core import distributed
-from core.checkpoint import check_classes, find_resume, restore_optimization, rng_state, save_checkpoint
+from core.checkpoint import (
+    check_classes,
+    contents_of,
+    find_resume,
+    restore_optimization,
+    rng_state,
+    save_checkpoint,
+)
 from core.errors import CheckpointError
 from core.rundir import commit_run_config
 
@@ -83,14 +90,15 @@ class StateMixin:
             raise CheckpointError(f"{used} trained another model or head; pass its options or a new --run-dir")
         if (state.get("ema") is None) != (self.ema is None) or (state.get("teacher") is None) == self.online:
             raise CheckpointError(f"{used} was trained with other --ema-decay/--kd-online settings; keep them equal")
-        self.net.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["ema"])
-        if self.online:
-            self.teacher.load_state_dict(state["teacher"])
-        restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
-        self.step, self.history = int(state["step"]), list(state.get("history") or [])
-        self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
+        with contents_of(used):
+            self.net.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            if self.online:
+                self.teacher.load_state_dict(state["teacher"])
+            restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
+            self.step, self.history = int(state["step"]), list(state.get("history") or [])
+            self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
         log.info("resumed %s from %s at step %d (epoch %d)", self.arch_id, used, self.step, state["epoch"])
         return True
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from core import amp as amp_lib
 from core import distributed
+from core.checkpoint import contents_of, kept_checkpoint
 from core.data import ImageSet, TensorLoader, load_data
 from core.errors import UserError
 from core.optim import make_optimizer
@@ -78,7 +79,9 @@ class RetrainTrainer(StateMixin):
         self.model: nn.Module = self.trainable
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.trainable, device_ids=ids)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.trainable, device_ids=ids, find_unused_parameters=self._unused_parameters()
+            )
         self.loader = AugmentLoader(
             self._train_set(), cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.image_size),
             num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
@@ -126,10 +129,30 @@ class RetrainTrainer(StateMixin):
             std=self.data.std, device=self.device, channels_last=self.channels_last,
         )  # fmt: skip
 
+    def _unused_parameters(self) -> bool:
+        """Whether the trained module has parameters no forward reaches (then DDP must look for them).
+
+        Found by one probe forward on rank 0, shared with every rank; a network that uses all its
+        parameters keeps DDP's faster default.
+        """
+        unused = False
+        if self.rank == 0:
+            size = (2, 3, self.image_size, self.image_size)  # a private generator: no global RNG is drawn from
+            x = torch.randn(size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            inputs = (x, self._teacher_input(x)) if self.online else (x,)
+            with amp_lib.autocast(self.cfg.amp, self.device):
+                unused = distributed.has_unused_parameters(self.trainable, *inputs)
+            if unused:
+                log.info("some parameters of %s are never used in a forward: DDP looks for them", self.arch_id)
+        return bool(distributed.broadcast_object(unused))
+
     def _teacher(self) -> tuple[nn.Module | None, dict | None]:
         if not self.cfg.teacher:
             return None, None
-        teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema, self.cfg)
+        with contents_of(self.cfg.teacher, "give a retrain last.pt/ema.pt of this tool or timm:<name>"):
+            teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema, self.cfg)
         teacher = to_device(teacher, self.device, self.channels_last)
         if not self.cfg.kd_online:
             teacher.eval().requires_grad_(False)  # a fixed teacher: BN statistics frozen too
@@ -171,8 +194,8 @@ class RetrainTrainer(StateMixin):
         if not math.isfinite(value):
             if self.cfg.nan_policy == "stop":
                 raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; the last good checkpoint is kept "
-                    "in place (lower --lr, add --grad-clip, or use --nan-policy skip)"
+                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
+                    "(lower --lr, add --grad-clip, or use --nan-policy skip)"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.step)
             self.step += 1

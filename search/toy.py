@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from core.config import number
 from core.errors import ArchError, UserError
+from core.safejson import brief
 from supernet.spaces.base import Cost, Space
 
 ToyArch = tuple[int, ...]
@@ -29,9 +31,11 @@ class ToySpace(Space):
     name = "toy"
 
     def __init__(self, decisions: int = 6, choices: int = 4, seed: int = 0, interaction: float = 0.5) -> None:
-        if decisions < 1 or choices < 2:
-            raise UserError("toy space needs decisions >= 1 and choices >= 2")
-        self.d, self.k, self.seed, self.interaction = int(decisions), int(choices), int(seed), float(interaction)
+        decisions = number(decisions, "toy space option decisions", int, 1, 10_000)
+        choices = number(choices, "toy space option choices", int, 2, 10_000)
+        seed = number(seed, "toy space option seed", int, 0, 2**32 - 1)
+        self.d, self.k, self.seed = decisions, choices, seed
+        self.interaction = number(interaction, "toy space option interaction", float)
         rng = np.random.default_rng(seed)
         self.unary = rng.normal(size=(self.d, self.k))
         self.pair = self.interaction * rng.normal(size=(max(self.d - 1, 0), self.k, self.k))
@@ -42,10 +46,10 @@ class ToySpace(Space):
 
     def validate(self, arch: Any) -> None:
         if not isinstance(arch, tuple) or len(arch) != self.d:
-            raise ArchError(f"toy arch must be a tuple of {self.d} choices, got {arch!r}")
+            raise ArchError(f"toy arch must be a tuple of {self.d} choices, got {brief(arch)}")
         for i, c in enumerate(arch):
             if not isinstance(c, (int, np.integer)) or not 0 <= c < self.k:
-                raise ArchError(f"toy arch decision {i}: {c!r} is not in 0..{self.k - 1}")
+                raise ArchError(f"toy arch decision {i}: {brief(c, 40)} is not in 0..{self.k - 1}")
 
     def encode(self, arch: ToyArch) -> np.ndarray:
         vec = np.zeros(self.d * self.k, dtype=np.float32)
@@ -70,7 +74,7 @@ class ToySpace(Space):
 
     def from_json(self, data: dict[str, Any]) -> ToyArch:
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise ArchError(f"toy arch JSON needs a 'choices' list, got {data!r}")
+            raise ArchError(f"toy arch JSON needs a 'choices' list, got {brief(data)}")
         arch = tuple(data["choices"])
         self.validate(arch)
         return arch

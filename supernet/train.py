@@ -22,7 +22,15 @@ from torch import nn
 
 from core import amp as amp_lib
 from core import distributed
-from core.checkpoint import check_classes, find_resume, restore_optimization, rng_state, save_checkpoint
+from core.checkpoint import (
+    check_classes,
+    contents_of,
+    find_resume,
+    kept_checkpoint,
+    restore_optimization,
+    rng_state,
+    save_checkpoint,
+)
 from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
 from core.errors import CheckpointError, UserError
 from core.optim import make_optimizer
@@ -191,9 +199,10 @@ class SupernetTrainer:
                 f"{used} was trained with space options {state.get('space_opts')}, not {self.space.options()}; "
                 "pass the same --space-opts or a new --run-dir"
             )
-        self.net.load_state_dict(state["model"])
-        restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
-        self.step, self.best = int(state["step"]), float(state["best"])
+        with contents_of(used):
+            self.net.load_state_dict(state["model"])
+            restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
+            self.step, self.best = int(state["step"]), float(state["best"])
         log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
         return True
 
@@ -207,8 +216,8 @@ class SupernetTrainer:
         if not math.isfinite(value):
             if self.cfg.nan_policy == "stop":
                 raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; the last good checkpoint is kept "
-                    "in place (lower --lr, add --grad-clip, or use --nan-policy skip)"
+                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
+                    "(lower --lr, add --grad-clip, or use --nan-policy skip)"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.step)
             self.optimizer.zero_grad(set_to_none=True)

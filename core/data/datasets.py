@@ -251,8 +251,20 @@ def _lazy_if_large(
 
 
 def _items(files: _DirTree | _ZipTree, split: str, classes: list[str]) -> list[tuple[str, int]]:
-    """(file name, label) of every image of `split`, classes in order, names sorted within a class."""
-    return [(name, label) for label, cls in enumerate(classes) for name in files.images(split, cls)]
+    """(file name, label) of every image of `split`, classes in order, names sorted within a class.
+
+    A class folder without images is an error: its label would silently never be trained or tested.
+    """
+    items = []
+    for label, cls in enumerate(classes):
+        names = files.images(split, cls)
+        if not names:
+            raise UserError(
+                f"class folder {split}/{cls} holds no images ({', '.join(IMAGE_EXT)}); "
+                "add its images or delete that class folder from every split"
+            )
+        items.extend((name, label) for name in names)
+    return items
 
 
 def _read(files: _DirTree | _ZipTree, name: str) -> bytes:
@@ -301,6 +313,7 @@ class _ZipTree:
         except (zipfile.BadZipFile, OSError) as exc:
             raise UserError(f"{path} is not a readable zip file ({exc})") from None
         self.names = [n for n in self.zip.namelist() if n.lower().endswith(IMAGE_EXT)]
+        self.dirs = [n.rstrip("/") for n in self.zip.namelist() if n.endswith("/")]  # empty class folders too
 
     def find_split(self, names: tuple[str, ...]) -> str | None:
         prefixes = sorted({"/".join(n.split("/")[:-2]) for n in self.names})
@@ -311,7 +324,10 @@ class _ZipTree:
         return None
 
     def classes(self, split: str) -> list[str]:
-        return sorted({n.split("/")[-2] for n in self.names if n.startswith(split + "/")})
+        found = {n.split("/")[-2] for n in self.names if n.startswith(split + "/")}
+        depth = split.count("/") + 1  # a folder entry right under the split (one with no images yet)
+        found |= {d.split("/")[-1] for d in self.dirs if d.startswith(split + "/") and d.count("/") == depth}
+        return sorted(found)
 
     def images(self, split: str, cls: str) -> list[str]:
         return sorted(n for n in self.names if n.startswith(f"{split}/{cls}/"))

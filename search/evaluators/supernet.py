@@ -17,7 +17,7 @@ from typing import Any
 
 from core import amp as amp_lib
 from core import distributed
-from core.checkpoint import load_checkpoint
+from core.checkpoint import contents_of, load_checkpoint
 from core.data import TensorLoader, load_data
 from core.errors import CheckpointError, UserError
 from core.runtime import select_device
@@ -89,7 +89,8 @@ class SupernetEvaluator:
                             "on; train the supernet again with --search-size N (e.g. 1000)")  # fmt: skip
         self.data = data
         self.net = space.supernet(state["num_classes"]).to(self.device)
-        self.net.load_state_dict(state["model"])
+        with contents_of(checkpoint, "pass a supernet last.pt that this tool wrote"):
+            self.net.load_state_dict(state["model"])
         self.net.eval()
         self.autocast = lambda: amp_lib.autocast(amp, self.device)
         kw = {"mean": data.mean, "std": data.std, "device": self.device}

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from core.config import number
 from core.errors import ArchError, UserError
+from core.safejson import brief, first_line
 from ops.mbconv import make_divisible, se_channels
 from supernet.nets.mbconv import Layout, MBConvNet, MBConvSupernet, copy_into
 from supernet.spaces.base import Cost, Space, check_choice, register_space
@@ -65,16 +67,26 @@ class MBConvSpace(Space):
         dropout: float = 0.2,
         drop_path: float = 0.0,
     ) -> None:
-        if stem not in STRIDES:
+        if not isinstance(stem, str) or stem not in STRIDES:
             raise UserError(f"mbconv space: stem={stem!r}; use 'imagenet' (224x224) or 'cifar' (32x32)")
         self.stem = stem
-        self.resolutions = tuple(int(r) for r in (resolutions or ((224,) if stem == "imagenet" else (32,))))
-        self.depths = tuple(sorted(int(d) for d in depths))
-        self.kernels = tuple(sorted(int(k) for k in kernels))
-        self.expands = tuple(sorted(int(e) for e in expands))
-        self.widths = tuple(sorted(float(w) for w in widths))
-        self.width_mult, self.kernel_transform = float(width_mult), bool(kernel_transform)
-        self.dropout, self.drop_path = float(dropout), float(drop_path)
+
+        def ints(name: str, values: Any, low: int, high: int) -> tuple[int, ...]:
+            if not isinstance(values, (list, tuple)) or not values:
+                raise UserError(f"mbconv space option {name}={brief(values, 40)}: give a non-empty list")
+            return tuple(sorted(number(v, f"mbconv space option {name}", int, low, high) for v in values))
+
+        self.resolutions = ints("resolutions", resolutions or ((224,) if stem == "imagenet" else (32,)), 1, 4096)
+        self.depths = ints("depths", depths, 1, 64)
+        self.kernels = ints("kernels", kernels, 1, 31)
+        self.expands = ints("expands", expands, 1, 64)
+        if not isinstance(widths, (list, tuple)) or not widths:
+            raise UserError(f"mbconv space option widths={brief(widths, 40)}: give a non-empty list")
+        self.widths = tuple(sorted(number(w, "mbconv space option widths", float, 0.0, 64.0) for w in widths))
+        self.width_mult = number(width_mult, "mbconv space option width_mult", float, 0.0, 64.0)
+        self.kernel_transform = bool(kernel_transform)
+        self.dropout = number(dropout, "mbconv space option dropout", float, 0.0, 1.0)
+        self.drop_path = number(drop_path, "mbconv space option drop_path", float, 0.0, 1.0)
         if min(self.depths) < 1 or any(k % 2 == 0 for k in self.kernels) or min(self.expands) < 1:
             raise UserError("mbconv space: depths >= 1, odd kernels and expand ratios >= 1 are required")
         if min(self.widths) <= 0 or self.width_mult <= 0 or min(self.resolutions) < 8:
@@ -119,7 +131,7 @@ class MBConvSpace(Space):
         for field in ("kernels", "expands", "widths"):
             value = getattr(arch, field)
             if not isinstance(value, tuple) or len(value) != self.n_stages:
-                raise ArchError(f"mbconv: {field} must be a tuple of {self.n_stages} stages, got {value!r}")
+                raise ArchError(f"mbconv: {field} must be a tuple of {self.n_stages} stages, got {brief(value)}")
         for s in range(self.n_stages):
             ks, es = arch.kernels[s], arch.expands[s]
             if not isinstance(ks, tuple) or not isinstance(es, tuple) or len(ks) != len(es):
@@ -235,12 +247,14 @@ class MBConvSpace(Space):
 
     def from_json(self, data: dict[str, Any]) -> MBConvArch:
         if not isinstance(data, dict) or data.get("space", self.name) != self.name:
-            raise ArchError(f"mbconv: not an mbconv arch: {str(data)[:80]}")
+            raise ArchError(f"mbconv: not an mbconv arch: {brief(data)}")
         try:
             arch = self._make(data["resolution"], [], [[int(k) for k in s] for s in data["kernels"]],
                               [[int(e) for e in s] for s in data["expands"]], data["widths"])  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchError(f"mbconv: malformed JSON arch ({exc}); give resolution/kernels/expands/widths") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ArchError(
+                f"mbconv: malformed JSON arch ({first_line(exc, 80)}); give resolution/kernels/expands/widths"
+            ) from None
         self.validate(arch)
         return arch
 

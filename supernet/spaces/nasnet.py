@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from core.config import number
 from core.errors import ArchError, UserError
+from core.safejson import brief, first_line
 from ops.cell_ops import resolve_ops
 from supernet.nets.nasnet import NasNetwork, NasSupernet, cell_layout, concat_nodes, copy_into
 from supernet.spaces.base import Cost, Space, check_choice, register_space
@@ -68,17 +70,22 @@ class NasnetSpace(Space):
         head_bn: bool = True,
     ) -> None:
         if isinstance(blocks, str):
-            blocks = [int(b) for b in blocks.split(",") if b.strip()]
-        self.blocks = tuple(int(b) for b in blocks)
-        self.nodes, self.ops, self.channels = int(nodes), resolve_ops(ops), int(channels)
+            blocks = [b for b in blocks.split(",") if b.strip()]
+        if not isinstance(blocks, (list, tuple)) or len(blocks) > 16:
+            raise UserError(f"nasnet space: blocks={brief(blocks, 40)}; give 2 to 16 stage depths, e.g. blocks=[2,2,2]")
+        self.blocks = tuple(number(b, "nasnet space option blocks", int, 0, 64) for b in blocks)
+        self.nodes = number(nodes, "nasnet space option nodes", int, 1, 16)
+        self.channels = number(channels, "nasnet space option channels", int, 2, 4096)
+        self.ops = resolve_ops(ops)
         self.per_stage, self.concat, self.auxiliary = bool(per_stage), concat, bool(auxiliary)
-        self.drop_path, self.resolution = float(drop_path), int(resolution)
+        self.drop_path = number(drop_path, "nasnet space option drop_path", float, 0.0, 1.0)
+        self.resolution = number(resolution, "nasnet space option resolution", int, 1, 4096)
         # BN + ReLU before the global pool: a cell's output scale varies with the arch (sums of skip and
         # pooling paths), and a shared classifier trained on many archs diverges without it.
         self.head_bn = bool(head_bn)
         if self.nodes < 1 or len(self.blocks) < 2 or min(self.blocks) < 0:
             raise UserError("nasnet space: need nodes >= 1 and blocks with >= 2 stages, e.g. blocks=[2,2,2]")
-        if concat not in ("all", "loose"):
+        if not isinstance(concat, str) or concat not in ("all", "loose"):
             raise UserError(f"nasnet space: concat={concat!r}; use 'all' (DARTS) or 'loose' (NASNet/LaNet)")
         if self.resolution % 2 ** (len(self.blocks) - 1) or self.channels % 2:
             raise UserError("nasnet space: resolution must halve evenly at each reduction and channels be even")
@@ -153,7 +160,7 @@ class NasnetSpace(Space):
             for k, edge in enumerate(edges):
                 where = f"{kind} cell {k // e} node {(k % e) // 2} edge {k % 2}"
                 if not (isinstance(edge, tuple) and len(edge) == 2 and type(edge[0]) is int):
-                    raise ArchError(f"nasnet: {where}: expected (input index, op name), got {edge!r}")
+                    raise ArchError(f"nasnet: {where}: expected (input index, op name), got {brief(edge, 60)}")
                 check_choice(edge[0], range((k % e) // 2 + 2), f"nasnet: {where} input")
                 check_choice(edge[1], self.ops, f"nasnet: {where} op")
 
@@ -218,12 +225,12 @@ class NasnetSpace(Space):
 
     def from_json(self, data: dict[str, Any]) -> CellArch:
         if not isinstance(data, dict) or data.get("space", self.name) != self.name:
-            raise ArchError(f"nasnet: not a nasnet arch: {str(data)[:80]}")
+            raise ArchError(f"nasnet: not a nasnet arch: {brief(data)}")
         try:
             arch = CellArch(*(tuple((int(i), str(o)) for i, o in data[k]) for k in ("normal", "reduce")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArchError(
-                f"nasnet: malformed JSON arch ({exc}); expected normal/reduce lists of [input, op]"
+                f"nasnet: malformed JSON arch ({first_line(exc, 80)}); expected normal/reduce lists of [input, op]"
             ) from None
         self.validate(arch)
         return arch

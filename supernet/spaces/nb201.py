@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from core.config import number
 from core.errors import ArchError, UserError
+from core.safejson import brief
 from supernet.nets.nb201 import EDGES, OPS, NB201Net, NB201Supernet, extract_weights, stage_channels
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
@@ -64,9 +66,12 @@ class NB201Space(Space):
     name = "nb201"
 
     def __init__(self, channels: int = 16, cells: int = 5, resolution: int = 32) -> None:
-        if channels < 1 or cells < 1 or resolution < 4 or resolution % 4:
+        channels = number(channels, "nb201 options: channels", int, 1, 4096)
+        cells = number(cells, "nb201 options: cells", int, 1, 64)
+        resolution = number(resolution, "nb201 options: resolution", int, 4, 4096)
+        if resolution % 4:
             raise UserError("nb201 options: channels and cells must be >= 1, resolution a multiple of 4")
-        self.channels, self.cells, self.resolution = int(channels), int(cells), int(resolution)
+        self.channels, self.cells, self.resolution = channels, cells, resolution
         self._tables: dict[int, tuple[float, float, np.ndarray]] = {}
 
     # ---- architectures -------------------------------------------------------------------
@@ -75,7 +80,7 @@ class NB201Space(Space):
 
     def validate(self, arch: Arch) -> None:
         if not isinstance(arch, tuple) or len(arch) != len(EDGES):
-            raise ArchError(f"nb201 arch must be a tuple of {len(EDGES)} op names, got {arch!r}")
+            raise ArchError(f"nb201 arch must be a tuple of {len(EDGES)} op names, got {brief(arch)}")
         for (to, frm), op in zip(EDGES, arch):
             check_choice(op, OPS, f"nb201 edge {to}<-{frm}")
 
@@ -113,7 +118,7 @@ class NB201Space(Space):
 
     def from_json(self, data: dict[str, Any]) -> Arch:
         if not isinstance(data, dict) or data.get("space") != self.name or "ops" not in data:
-            raise ArchError(f"nb201 JSON must be a dict with space='nb201' and an 'ops' list, got {data!r}")
+            raise ArchError(f"nb201 JSON must be a dict with space='nb201' and an 'ops' list, got {brief(data)}")
         if not isinstance(data["ops"], list):
             raise ArchError(f"nb201 JSON 'ops' must be a list of {len(EDGES)} op names")
         arch = tuple(data["ops"])

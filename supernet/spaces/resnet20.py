@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from core.config import number
 from core.errors import ArchError, UserError
+from core.safejson import brief
 from supernet.nets.resnet20 import ResNet20, ResNet20Supernet, block_plan, extract_weights
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
@@ -48,14 +50,16 @@ class ResNet20Space(Space):
         blocks: int = 3,
         resolution: int = 32,
     ) -> None:
-        ratios = tuple(float(r) for r in ratios)
-        if not ratios or any(not 0.0 < r <= 4.0 for r in ratios) or len(widths) != 3 or blocks < 1:
+        if not isinstance(ratios, (list, tuple)) or not isinstance(widths, (list, tuple)) or len(widths) != 3:
+            raise UserError("resnet20 options: ratios in (0, 4], three base widths, blocks >= 1")
+        ratios = tuple(number(r, "resnet20 space option ratios", float, 0.0, 4.0) for r in ratios)
+        if not ratios or 0.0 in ratios:
             raise UserError("resnet20 options: ratios in (0, 4], three base widths, blocks >= 1")
         self.ratios, self.widths, self.blocks, self.resolution = (
             ratios,
-            tuple(int(w) for w in widths),
-            blocks,
-            resolution,
+            tuple(number(w, "resnet20 space option widths", int, 1, 4096) for w in widths),
+            number(blocks, "resnet20 space option blocks", int, 1, 64),
+            number(resolution, "resnet20 space option resolution", int, 4, 4096),
         )
         # Allowed widths per stage; duplicate widths from close ratios collapse.
         self.choices = tuple(tuple(sorted({max(1, round(r * w)) for r in ratios})) for w in self.widths)
@@ -123,7 +127,7 @@ class ResNet20Space(Space):
 
     def from_json(self, data: dict[str, Any]) -> ChannelArch:
         if not isinstance(data, dict) or data.get("space") != self.name:
-            raise ArchError(f"resnet20 JSON must be a dict with space='resnet20', got {data!r}")
+            raise ArchError(f"resnet20 JSON must be a dict with space='resnet20', got {brief(data)}")
         try:
             arch = ChannelArch(tuple(data["stages"]), tuple(data["inner"]))
         except (KeyError, TypeError):
