@@ -5,7 +5,8 @@
     python run.py search   --preset demo      LaNAS (or evolution, random) over the supernet
     python run.py retrain  --preset demo      retrain the best architectures from scratch
     python run.py pipeline --preset demo      all three in one run directory
-    python run.py export   --run-dir ...      TorchScript and ONNX of a retrained model
+    python run.py export   --run-dir ...      torch.export (.pt2) and ONNX of a retrained model
+    python run.py latency-table --space mbconv  per-unit latency table of a space on this machine
     python run.py info [PATH]                 environment, or what a checkpoint/run holds
 
 Every stage takes `--config FILE`, `--preset NAME` and per-option flags (`--help` lists them).
@@ -29,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "search": ("search.config:SearchConfig", "search.loop:run_search", "search architectures (LaNAS and baselines)"),
     "retrain": ("retrain.config:RetrainConfig", "retrain.train:main", "retrain architectures from scratch"),
     "pipeline": ("pipeline.config:PipelineConfig", "pipeline.run:main", "supernet, search and retrain in one run"),
-    "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model to TorchScript/ONNX"),
+    "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model (torch.export, ONNX)"),
+    "latency-table": ("supernet.latency:LatencyTableConfig", "supernet.latency:table_main", "measure a latency table"),
+    "latency": ("supernet.latency:LatencyConfig", "supernet.latency:latency_main", "predicted and measured latency"),
     "bench-supernet": ("supernet.bench:BenchSupernetConfig", "supernet.bench:main", "supernet vs standalone cost"),
     "bench-throughput": (
         "supernet.bench_throughput:BenchThroughputConfig",
@@ -38,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "bench-search": ("search.config:BenchSearchConfig", "search.bench:run_bench_search", "searchers on a table"),
     "bench-nb201": ("supernet.bench_nb201:BenchNB201Config", "supernet.bench_nb201:main", "one-shot NAS-Bench-201"),
+    "bench-latency": ("bench.latency:BenchLatencyConfig", "bench.latency:main", "latency table against measurement"),
     "bench-gpu": ("bench.gpu:BenchGpuConfig", "bench.gpu:main", "AMP parity, GPU training throughput, loader rate"),
 }
 

@@ -132,7 +132,7 @@ class RetrainConfig(CommonConfig):
 
 @dataclass
 class ExportConfig(CommonConfig):
-    """Write TorchScript and ONNX files of a retrained model, checked against PyTorch with onnxruntime."""
+    """Write torch.export (.pt2) and ONNX files of a retrained model, each checked against PyTorch."""
 
     checkpoint: str = opt("", "a retrain checkpoint (last.pt) or its folder; empty: the one under <run_dir>/retrain/")
     space: str = opt(
@@ -141,7 +141,9 @@ class ExportConfig(CommonConfig):
     )
     arch_id: str = opt("", "which <run_dir>/retrain/<arch-id>/ to export when there are several")
     weights: str = opt("ema", "export the EMA weights (when the run kept them) or the raw ones", choices=("ema", "raw"))
-    formats: list[str] = opt(["torchscript", "onnx"], "files to write: torchscript, onnx (comma-separated)")
+    formats: list[str] = opt(
+        ["pt2", "onnx"], "files to write: pt2 (torch.export), onnx, torchscript (deprecated by torch; comma-separated)"
+    )
     out_dir: str = opt("", "where to write; empty: <checkpoint folder>/export")
     opset: int = opt(17, "ONNX opset version")
     verify: bool = opt(True, "check both files against PyTorch on random input")
@@ -149,8 +151,8 @@ class ExportConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        bad = [f for f in self.formats if f not in ("torchscript", "onnx")]
+        bad = [f for f in self.formats if f not in ("pt2", "onnx", "torchscript")]
         if bad or not self.formats:
-            raise UserError(f"--formats {','.join(self.formats)}: choose from torchscript, onnx")
+            raise UserError(f"--formats {','.join(self.formats)}: choose from pt2, onnx, torchscript")
         if self.tolerance <= 0 or self.opset < 9:
             raise UserError("--tolerance must be > 0 and --opset >= 9")

@@ -36,6 +36,9 @@ class SearchConfig(CommonConfig):
     max_mflops: float = opt(0.0, "upper bound on MFLOPs (multiply-accumulates); 0: none")
     min_mflops: float = opt(0.0, "lower bound on MFLOPs; 0: none")
     max_params: float = opt(0.0, "upper bound on parameters in millions; 0: none")
+    latency_table: str = opt("", "latency table (run.py latency-table) for --max/--min-latency-ms")
+    max_latency_ms: float = opt(0.0, "upper bound on predicted latency in ms (needs --latency-table); 0: none")
+    min_latency_ms: float = opt(0.0, "lower bound on predicted latency in ms (needs --latency-table); 0: none")
     topk: int = opt(5, "how many of the best architectures go into topk.json")
     supernet_ckpt: str = opt("", "supernet checkpoint for --evaluator supernet (default: <run_dir>/supernet/best.pt)")
     score: str = opt(
@@ -72,6 +75,12 @@ class SearchConfig(CommonConfig):
             raise UserError("--max-mflops, --min-mflops and --max-params must be >= 0 (0 disables a bound)")
         if self.max_mflops and self.min_mflops > self.max_mflops:
             raise UserError(f"--min-mflops {self.min_mflops} is above --max-mflops {self.max_mflops}")
+        if min(self.max_latency_ms, self.min_latency_ms) < 0:
+            raise UserError("--max-latency-ms and --min-latency-ms must be >= 0 (0 disables a bound)")
+        if self.max_latency_ms and self.min_latency_ms > self.max_latency_ms:
+            raise UserError(f"--min-latency-ms {self.min_latency_ms} is above --max-latency-ms {self.max_latency_ms}")
+        if (self.max_latency_ms or self.min_latency_ms) and not self.latency_table:
+            raise UserError("--max/--min-latency-ms need --latency-table FILE (build one with run.py latency-table)")
         if self.searcher not in BUILTIN_SEARCHERS and ":" not in self.searcher:
             raise UserError(f"--searcher {self.searcher!r}: use {', '.join(BUILTIN_SEARCHERS)} or module:Class")
         if self.evaluator not in BUILTIN_EVALUATORS and ":" not in self.evaluator:

@@ -36,21 +36,49 @@ log = logging.getLogger(__name__)
 
 
 def make_constraint(space: Space, cfg: SearchConfig) -> Any:
-    """`arch -> bool` for the FLOPs / params bounds, or None when no bound is set."""
-    if not (cfg.max_mflops or cfg.min_mflops or cfg.max_params):
+    """`arch -> bool` for the FLOPs / params / predicted latency bounds, or None when no bound is set."""
+    latency = cfg.max_latency_ms or cfg.min_latency_ms
+    if not (cfg.max_mflops or cfg.min_mflops or cfg.max_params or latency):
         return None
     num_classes = cfg.num_classes or 10
-    _check_bounds_reachable(space, cfg, num_classes)
+    if cfg.max_mflops or cfg.min_mflops or cfg.max_params:
+        _check_bounds_reachable(space, cfg, num_classes)
+    table = _latency_table(space, cfg) if latency else None
 
     def feasible(arch: Any) -> bool:
         cost = space.cost(arch, num_classes)
-        return (
+        if not (
             (not cfg.max_mflops or cost.mflops <= cfg.max_mflops)
             and (not cfg.min_mflops or cost.mflops >= cfg.min_mflops)
             and (not cfg.max_params or cost.params <= cfg.max_params)
+        ):
+            return False
+        if table is None:
+            return True
+        ms = table.predict(space, arch)
+        return (not cfg.max_latency_ms or ms <= cfg.max_latency_ms) and (
+            not cfg.min_latency_ms or ms >= cfg.min_latency_ms
         )
 
     return feasible
+
+
+def _latency_table(space: Space, cfg: SearchConfig) -> Any:
+    """The table of `--latency-table`, checked against the space (refused) and this machine (warned)."""
+    import torch
+
+    from supernet.latency import LatencyTable, environment
+
+    table = LatencyTable.load(cfg.latency_table)
+    num_classes = int(table.meta.get("num_classes", 10))
+    if cfg.num_classes and cfg.num_classes != num_classes:
+        raise UserError(
+            f"latency table measured a {num_classes}-class head, the search has {cfg.num_classes} classes; "
+            "rebuild it with run.py latency-table --num-classes"
+        )
+    device = torch.device(str(table.meta.get("device", "cpu")))
+    table.check(space, num_classes, environment(device, torch.get_num_threads(), "", 0))
+    return table
 
 
 def _check_bounds_reachable(space: Space, cfg: SearchConfig, num_classes: int) -> None:

@@ -1,9 +1,10 @@
-"""`run.py export`: TorchScript and ONNX of a retrained model, checked with onnxruntime."""
+"""`run.py export`: torch.export (.pt2), ONNX and, on request, TorchScript of a retrained model."""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -29,12 +30,16 @@ def retrained(tmp_path_factory):
 def test_export_round_trips_through_onnxruntime(retrained):
     import onnxruntime as ort
 
-    result = export_main(ExportConfig(run_dir=str(retrained), quiet=True))
-    assert result["weights"] == "ema"
-    for fmt in ("torchscript", "onnx"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_main(ExportConfig(run_dir=str(retrained), quiet=True))
+    assert not [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))], caught
+    assert result["weights"] == "ema" and "torchscript" not in result
+    for fmt in ("pt2", "onnx"):
         assert result[fmt]["max_abs_diff"] < 1e-4
     info = json.loads(open(f"{result['out_dir']}/arch.json").read())
     assert info["weights"] == "ema" and info["model_spec"]["head"]["kind"] == "cosine"
+    assert info["latency_ms"]["measured_cpu"] > 0 and info["latency_ms"]["batch"] == 1
     net, _ = model_from_checkpoint(result["checkpoint"], prefer_ema=True)
     net.eval()
     x = torch.randn(3, 3, 32, 32)  # another batch size: the batch axis is dynamic
@@ -42,9 +47,9 @@ def test_export_round_trips_through_onnxruntime(retrained):
     (onnx_out,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         ref = net(x)
-        scripted = torch.jit.load(result["torchscript"]["file"])(x)
+        exported = torch.export.load(result["pt2"]["file"]).module()(x)
     assert np.abs(onnx_out - ref.numpy()).max() < 1e-4
-    assert torch.allclose(scripted, ref, atol=1e-5)
+    assert torch.allclose(exported, ref, atol=1e-5)
     # the raw weights are not the EMA ones: the exported file follows --weights
     net_raw, _ = model_from_checkpoint(result["checkpoint"], prefer_ema=False)
     with torch.no_grad():
@@ -55,6 +60,7 @@ def test_export_raw_weights_and_arch_json(retrained, tmp_path):
     result = export_main(
         ExportConfig(run_dir=str(retrained), weights="raw", formats=["torchscript"], out_dir=str(tmp_path), quiet=True)
     )
+    assert result["torchscript"]["max_abs_diff"] < 1e-4  # still available when asked for
     info = json.loads((tmp_path / "arch.json").read_text())
     assert info["weights"] == "raw" and info["model_spec"]["source"] == "space" and info["num_classes"] == 10
     assert info["input"]["shape"] == ["batch", 3, 32, 32] and "onnx" not in result
@@ -70,3 +76,31 @@ def test_export_without_onnxruntime_is_one_line_error(retrained, tmp_path, monke
 def test_export_needs_a_checkpoint(tmp_path):
     with pytest.raises(UserError, match="none: pass --checkpoint"):
         export_main(ExportConfig(run_dir=str(tmp_path), quiet=True))
+
+
+class _DataDependent(torch.nn.Module):
+    """A branch on a tensor's value: tracing fixes it, torch.export refuses to guess."""
+
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x - 1
+
+
+def test_export_pt2_refuses_an_uncapturable_network_in_one_line(tmp_path):
+    from retrain.export import ExportCaptureError, export_pt2
+
+    with pytest.raises(ExportCaptureError, match="torch.export cannot capture") as info:
+        export_pt2(_DataDependent(), torch.randn(2, 3), tmp_path / "m.pt2")
+    assert "\n" not in str(info.value) and not (tmp_path / "m.pt2").exists()
+
+
+def test_export_writes_the_other_formats_when_pt2_capture_fails(retrained, tmp_path, monkeypatch):
+    import retrain.export as export_mod
+
+    def refuse(net, example, path):
+        raise export_mod.ExportCaptureError("torch.export cannot capture this network: aten.nonzero")
+
+    monkeypatch.setattr(export_mod, "export_pt2", refuse)
+    with pytest.raises(UserError, match="aten.nonzero"):
+        export_main(ExportConfig(run_dir=str(retrained), out_dir=str(tmp_path), quiet=True))
+    written = json.loads((tmp_path / "export.json").read_text())
+    assert (tmp_path / "model.onnx").is_file() and "onnx" in written and "pt2" not in written

@@ -121,6 +121,21 @@ class Space(abc.ABC):
         """Default input resolution (pixels, square)."""
         return 32
 
+    # ---- latency units (see supernet/latency.py) -------------------------------------------
+    # A unit is a part of the network whose latency depends only on its own choice: a block choice
+    # at a position, at the input size and width it sees there. A key is a tuple of plain values.
+    def latency_units(self, arch: Arch, num_classes: int = 10) -> list[tuple]:
+        """The keys of the units `arch` runs; its latency is their sum plus a fixed overhead."""
+        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+
+    def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
+        """Every unit any architecture of the space can run (what a latency table measures)."""
+        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+
+    def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        """A module computing unit `key`, and its input shape without the batch axis."""
+        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+
 
 _REGISTRY: dict[str, Callable[..., Space]] = {}
 

@@ -25,8 +25,8 @@ from torch import nn
 from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief, first_line
-from ops.mbconv import make_divisible, se_channels
-from supernet.nets.mbconv import Layout, MBConvNet, MBConvSupernet, copy_into
+from ops.mbconv import MBConv, make_divisible, se_channels
+from supernet.nets.mbconv import Layout, MBConvNet, MBConvSupernet, copy_into, stem_layers
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
 B0_CHANNELS = (24, 40, 80, 112, 192, 320)
@@ -329,6 +329,55 @@ class MBConvSpace(Space):
         macs += lay.head_ch * c * h * h + lay.head_ch * num_classes
         params += lay.head_ch * (c + 2) + (lay.head_ch + 1) * num_classes
         return Cost(macs / 1e6, params / 1e6)
+
+    # ---- latency units ---------------------------------------------------------------------
+    def latency_units(self, arch: MBConvArch, num_classes: int = 10) -> list[tuple]:
+        """The stem at the resolution, one unit per active block (shape, kernel, expand), the head."""
+        h = (arch.resolution - 1) // self.layout.stem_stride + 1
+        keys: list[tuple] = [("stem", arch.resolution)]
+        c = self.layout.first_ch
+        for c_in, c, k, stride, e in self._blocks(arch):
+            keys.append(("mb", c_in, c, k, stride, e, h))
+            h = (h - 1) // stride + 1  # odd kernels, padding k // 2
+        keys.append(("head", c, h, num_classes))
+        return keys
+
+    def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
+        keys: list[tuple] = []
+        for res in self.resolutions:
+            h = (res - 1) // self.layout.stem_stride + 1
+            keys.append(("stem", res))
+            prev = (self.layout.first_ch,)
+            for s in range(self.n_stages):
+                stride, outs = self.layout.strides[s], self.stage_ch[s]
+                for b in range(self.depths[-1]):
+                    ins = prev if b == 0 else None
+                    for c_out in outs:
+                        for c_in in ins or (c_out,):
+                            for k in self.kernels:
+                                for e in self.expands:
+                                    keys.append(("mb", c_in, c_out, k, stride if b == 0 else 1, e, h))
+                    if b == 0:
+                        h = (h - 1) // stride + 1
+                prev = outs
+            keys.extend(("head", c, h, num_classes) for c in self.stage_ch[-1])
+        return list(dict.fromkeys(keys))
+
+    def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        lay = self.layout
+        if key[0] == "stem":
+            return stem_layers(lay), (3, key[1], key[1])
+        if key[0] == "mb":
+            _, c_in, c_out, k, stride, e, h = key
+            return MBConv(c_in, c_out, k, stride, e, lay.se_ratio), (c_in, h, h)
+        if key[0] == "head":
+            _, c, h, num_classes = key
+            head = nn.Sequential(
+                nn.Conv2d(c, lay.head_ch, 1, bias=False), nn.BatchNorm2d(lay.head_ch), nn.SiLU(inplace=True),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(lay.head_ch, num_classes),
+            )  # fmt: skip
+            return head, (c, h, h)
+        raise UserError(f"mbconv: unknown latency unit {key!r}")
 
 
 @cache

@@ -24,7 +24,7 @@ from torch import nn
 from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief
-from supernet.nets.nb201 import EDGES, OPS, NB201Net, NB201Supernet, extract_weights, stage_channels
+from supernet.nets.nb201 import EDGES, OPS, NB201Net, NB201Supernet, extract_weights, make_op, stage_channels
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
 Arch = tuple[str, ...]
@@ -202,6 +202,32 @@ class NB201Space(Space):
             self.validate(arch)
         extra = per_op[idx].sum(axis=0)
         return Cost(mflops=float(base_macs + extra[0]) / 1e6, params=float(base_params + extra[1]) / 1e6)
+
+    # ---- latency units ---------------------------------------------------------------------
+    def _cell_shapes(self) -> list[tuple[int, int]]:
+        """(channels, spatial size) of every cell; reduction blocks and the rest are fixed overhead."""
+        out, h = [], self.resolution
+        for ch, is_red in stage_channels(self.channels, self.cells):
+            if is_red:
+                h //= 2
+            else:
+                out.append((ch, h))
+        return out
+
+    def latency_units(self, arch: Arch, num_classes: int = 10) -> list[tuple]:
+        """One unit per edge of every cell that runs an op (`none` adds nothing)."""
+        ops = [op for op in arch if op != "none"]
+        return [("nb", op, ch, h) for ch, h in self._cell_shapes() for op in ops]
+
+    def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
+        shapes = dict.fromkeys(self._cell_shapes())
+        return [("nb", op, ch, h) for ch, h in shapes for op in OPS if op != "none"]
+
+    def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        if key[0] != "nb" or key[1] not in OPS[1:]:
+            raise UserError(f"nb201: unknown latency unit {key!r}")
+        _, op, ch, h = key
+        return make_op(op, ch), (ch, h, h)
 
     def _cost_table(self, num_classes: int) -> tuple[float, float, np.ndarray]:
         """Fixed MACs and params, and per-op (MACs, params) summed over every cell that repeats it.

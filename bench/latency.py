@@ -1,0 +1,95 @@
+"""bench-latency: how well a latency table predicts the measured latency of random subnets.
+
+For `--samples` architectures sampled with `--seed`, the end-to-end latency of the standalone
+network is measured on this machine with the table's settings (device, threads, dtype, batch) and
+set against the table's prediction. Reported: the mean absolute percentage error (MAPE), Spearman's
+rank correlation of predicted and measured latency, and, for comparison, how well MFLOPs alone rank
+the same measured latencies (Spearman).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from core.config import opt
+from core.errors import UserError
+from core.runtime import progress
+from supernet.latency import LatencyTable, environment, measure_arch
+from supernet.spaces.base import make_space
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchLatencyConfig:
+    """Options of `run.py bench-latency`."""
+
+    space: str = opt("", "space of the table (default: the table's); a different one is refused")
+    latency_table: str = opt("", "table from run.py latency-table")
+    samples: int = opt(50, "random subnets to measure")
+    repeats: int = opt(20, "timed calls per subnet; the median is kept")
+    seed: int = opt(1, "seed of the sampled subnets (the table's overhead used seed 0)")
+    json: str = opt("", "also write the results to this JSON file")
+    quiet: bool = opt(False, "no progress bar")
+
+    def __post_init__(self) -> None:
+        if not self.latency_table:
+            raise UserError("bench-latency needs --latency-table FILE (build one with run.py latency-table)")
+        if self.samples < 3 or self.repeats < 1:
+            raise UserError("--samples must be >= 3 and --repeats >= 1")
+
+
+def main(cfg: BenchLatencyConfig) -> dict[str, Any]:
+    """Predicted against measured latency of `samples` random subnets."""
+    table = LatencyTable.load(cfg.latency_table)
+    meta = table.meta
+    if cfg.space and cfg.space != meta.get("space"):
+        raise UserError(f"--space {cfg.space}: the table was measured for {meta.get('space')!r}")
+    space = make_space(str(meta.get("space")), **dict(meta.get("space_opts") or {}))
+    device = torch.device(str(meta.get("device", "cpu")))
+    torch.set_num_threads(int(meta.get("threads", 1)))
+    num_classes = int(meta.get("num_classes", 10))
+    table.check(space, num_classes, environment(device, torch.get_num_threads(), "", 0))
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    for _ in progress(range(cfg.samples), cfg.quiet, desc="subnets", unit="arch"):
+        arch = space.sample(rng)
+        measured = measure_arch(space, arch, device, meta["dtype"], int(meta["batch"]), num_classes, cfg.repeats)
+        rows.append((space.to_str(arch), table.predict(space, arch), measured, space.cost(arch, num_classes).mflops))
+    screen = [space.sample(rng) for _ in range(10_000)]
+    start = time.perf_counter()
+    for arch in screen:
+        table.predict(space, arch)
+    screen_s = time.perf_counter() - start
+    pred, meas, flops = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
+    result = {
+        "space": space.name,
+        "space_opts": meta.get("space_opts"),
+        "table": cfg.latency_table,
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+        "samples": cfg.samples,
+        "mape_pct": float(100 * np.mean(np.abs(pred - meas) / meas)),
+        "spearman": float(spearmanr(pred, meas).statistic),
+        "flops_spearman": float(spearmanr(flops, meas).statistic),
+        "predict_10k_s": screen_s,
+        "measured_ms_range": [float(meas.min()), float(meas.max())],
+        "archs": [{"arch": a, "predicted_ms": p, "measured_ms": m, "mflops": f} for a, p, m, f in rows],
+    }
+    log.info(
+        "bench-latency %s (%d threads): MAPE %.1f%%, Spearman %.3f (MFLOPs alone %.3f)",
+        space.name, result["threads"], result["mape_pct"], result["spearman"], result["flops_spearman"],
+    )  # fmt: skip
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
+    return {k: v for k, v in result.items() if k != "archs"}

@@ -1,0 +1,153 @@
+"""Latency lookup tables: building and resuming, the predictor, search constraints, refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import supernet.latency as lat
+from core.errors import UserError
+from search.config import SearchConfig
+from search.loop import make_constraint
+from supernet.latency import LatencyTable, build_table, unit_name
+from supernet.spaces.base import make_space
+from tests.conftest import run_cli
+
+TINY_NB = {"channels": 4, "cells": 1, "resolution": 16}
+TINY_MB = {"stem": "cifar", "depths": [1, 2], "kernels": [3, 5], "expands": [3, 6]}
+
+
+def _build(path, space, **kw):
+    args = dict(device=lat.torch.device("cpu"), dtype="fp32", batch=1, num_classes=10, repeats=2, overhead_archs=2)
+    return build_table(space, path, seed=0, quiet=True, **{**args, **kw})
+
+
+def _synthetic(space, num_classes=10, overhead=0.5) -> LatencyTable:
+    """Unit i costs i + 1 ms: every sum is exact in binary floating point."""
+    units = {unit_name(k): float(i + 1) for i, k in enumerate(space.latency_unit_choices(num_classes))}
+    meta = {"space": space.name, "space_opts": json.loads(json.dumps(space.options())), "num_classes": num_classes}
+    meta.update(lat.environment(lat.torch.device("cpu"), lat.torch.get_num_threads(), "fp32", 1))
+    return LatencyTable(meta, units, overhead)
+
+
+def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch):
+    space = make_space("nb201", **TINY_NB)
+    out = tmp_path / "t.json"
+    calls = []
+    real = lat.time_module
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lat, "time_module", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(out, space)
+    partial = json.loads(out.read_text())
+    assert len(partial["units"]) == 5 and partial["overhead_ms"] is None
+
+    counted = []
+    monkeypatch.setattr(lat, "time_module", lambda *a, **k: counted.append(1) or real(*a, **k))
+    table = _build(out, space)
+    n_units = len(space.latency_unit_choices(10))
+    assert len(table.units) == n_units == 12
+    assert len(counted) == n_units - 5 + 2  # the rest of the units, then the two overhead archs
+    assert all(table.units[k] == v for k, v in partial["units"].items())  # measured units are kept
+    assert table.meta["threads"] == lat.torch.get_num_threads() and table.meta["cpu"]
+    assert LatencyTable.load(out).overhead_ms == table.overhead_ms
+
+
+@pytest.mark.parametrize("name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB)])
+def test_predictor_is_overhead_plus_the_units(name, opts):
+    space = make_space(name, **opts)
+    table = _synthetic(space)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        arch = space.sample(rng)
+        keys = space.latency_units(arch, 10)
+        assert set(map(unit_name, keys)) <= set(table.units)  # every unit an arch runs is declared
+        if name == "nb201":  # counted independently: every cell runs each op that is not `none`
+            shapes = [(4, 16), (8, 8), (16, 4)]
+            expected = sum(table.units[f"nb/{op}/{c}/{h}"] for c, h in shapes for op in arch if op != "none")
+        else:  # stem, one unit per block, head
+            assert len(keys) == 2 + sum(arch.depths)
+            expected = sum(table.units[unit_name(k)] for k in keys)
+        assert table.predict(space, arch) == expected + 0.5
+
+
+def test_mbconv_units_measure_the_network_they_describe():
+    import torch
+
+    space = make_space("mbconv", **TINY_MB)
+    arch = space.sample(np.random.default_rng(3))
+    net = space.build(arch, 10).eval()
+    keys = space.latency_units(arch, 10)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        for key in keys:  # the unit modules chain to the network's output shape
+            module, shape = space.latency_unit_module(key)
+            assert tuple(x.shape[1:]) == shape, key
+            x = module.eval()(x)
+        assert x.shape == net(torch.randn(1, 3, 32, 32)).shape
+
+
+def test_latency_constraint_filters_every_proposal():
+    from search.searchers import make_searcher
+
+    space = make_space("nb201", **TINY_NB)
+    table = _synthetic(space)
+    rng = np.random.default_rng(0)
+    values = sorted(table.predict(space, space.sample(rng)) for _ in range(200))
+    bound = values[len(values) // 3]
+    cfg = SearchConfig(space="nb201", space_opts=TINY_NB, latency_table="x", max_latency_ms=bound, quiet=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LatencyTable, "load", classmethod(lambda cls, path: table))
+        feasible = make_constraint(space, cfg)
+    searcher = make_searcher("lanas", space, 0, feasible)
+    archs = searcher.propose(20)
+    assert archs and all(table.predict(space, a) <= bound for a in archs)
+    assert not all(feasible(space.sample(rng)) for _ in range(50))  # the bound does bind
+
+
+def test_mismatched_tables_are_refused_and_other_machines_warned(caplog):
+    space = make_space("nb201", **TINY_NB)
+    table = _synthetic(space)
+    with pytest.raises(UserError, match="space_opts"):
+        table.check(make_space("nb201", **{**TINY_NB, "channels": 8}), 10)
+    with pytest.raises(UserError, match="space="):
+        table.check(make_space("mbconv", **TINY_MB), 10)
+    with pytest.raises(UserError, match="num_classes"):
+        table.check(space, 100)
+    with caplog.at_level(logging.WARNING):
+        table.check(space, 10, {"device": "cuda", "threads": 99})
+    assert "threads=" in caplog.text and "99" in caplog.text and "device=" in caplog.text
+    del table.units[unit_name(space.latency_units(("nor_conv_3x3",) * 6, 10)[0])]
+    with pytest.raises(UserError, match="no unit nb/nor_conv_3x3/4/16"):
+        table.predict(space, ("nor_conv_3x3",) * 6)
+
+
+@pytest.mark.parametrize("content", ["{", '{"meta": 1, "units": {}}', '{"meta": {}, "units": {"a": "x"}}', "[" * 5000])
+def test_malformed_table_files_are_one_line_errors(tmp_path, content):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match="malformed") as info:
+        LatencyTable.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_latency_bounds_need_a_table_and_a_matching_one(tmp_path):
+    proc = run_cli("search", "--preset", "test-tiny", "--max-latency-ms", "5", "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "--latency-table" in proc.stderr and "Traceback" not in proc.stderr
+    table = tmp_path / "t.json"
+    _synthetic(make_space("nb201", **TINY_NB)).save(table)
+    proc = run_cli("latency", "--table", str(table), "--arch", "nonsense")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    arch = make_space("nb201").to_str(("nor_conv_3x3",) * 6)
+    proc = run_cli("latency", "--table", str(table), "--arch", arch, "--no-measure")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[0])["predicted_ms"] > 0
