@@ -2,7 +2,7 @@
 
 The network is rebuilt from its self-describing checkpoint (EMA weights by default) and put in eval
 mode. `.pt2` is an `ExportedProgram` (`torch.export.export` with a dynamic batch axis, saved with
-`torch.export.save`); ONNX goes through the TorchScript-based exporter; TorchScript itself, which
+`torch.export.save`); ONNX goes through the dynamo-based exporter (also `torch.export`); TorchScript, which
 torch deprecates, is written only when `--formats` names it. Beside the files go `arch.json` (what
 the network is and how to feed it: resolution, mean and std, and its CPU latency) and
 `export.json` (what was checked). Each file is loaded back and run on the same random batch as the
@@ -14,6 +14,8 @@ operation, after the other formats are written.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import statistics
@@ -63,12 +65,15 @@ def export_pt2(net: nn.Module, example: torch.Tensor, path: Path) -> float:
     try:
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch raises many types (Unsupported, UserError, TorchRuntimeError, ...)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ExportCaptureError(f"torch.export cannot capture this network: {type(exc).__name__}: {first}") from None
+        raise ExportCaptureError(f"torch.export cannot capture this network: {_first_line(exc)}") from None
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
         return _max_diff(net(example), loaded(example))
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
 
 
 class ExportCaptureError(UserError):
@@ -100,18 +105,26 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> flo
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -> float:
-    """Export with a dynamic batch axis, check the graph, run it in onnxruntime; returns the difference."""
+    """Export through torch.export (the dynamo-based exporter) with a dynamic batch axis, check the graph,
+    run it in onnxruntime; returns the largest difference."""
     try:
         import onnx
         import onnxruntime as ort
+        import onnxscript  # noqa: F401  (the dynamo-based exporter builds its graph with it)
     except ImportError:
-        raise UserError("ONNX export needs the onnx and onnxruntime packages: pip install onnx onnxruntime") from None
-    with warnings.catch_warnings():
+        raise UserError(
+            "ONNX export needs the onnx, onnxscript and onnxruntime packages: pip install onnx onnxscript onnxruntime"
+        ) from None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each step
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net, (example,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
+        try:
+            program = torch.onnx.export(
+                net, (example,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False,
+            )  # fmt: skip
+        except Exception as exc:  # as for .pt2: torch raises many types when it cannot capture a network
+            raise ExportCaptureError(f"ONNX export cannot capture this network: {_first_line(exc)}") from None
+        program.save(str(path))
     onnx.checker.check_model(onnx.load(str(path)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"input": example.numpy()})

@@ -68,7 +68,7 @@ def test_export_raw_weights_and_arch_json(retrained, tmp_path):
 
 def test_export_without_onnxruntime_is_one_line_error(retrained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    with pytest.raises(UserError, match="pip install onnx onnxruntime") as info:
+    with pytest.raises(UserError, match="pip install onnx onnxscript onnxruntime") as info:
         export_main(ExportConfig(run_dir=str(retrained), formats=["onnx"], out_dir=str(tmp_path), quiet=True))
     assert "\n" not in str(info.value)
 
@@ -85,12 +85,14 @@ class _DataDependent(torch.nn.Module):
         return x * 2 if x.sum() > 0 else x - 1
 
 
-def test_export_pt2_refuses_an_uncapturable_network_in_one_line(tmp_path):
-    from retrain.export import ExportCaptureError, export_pt2
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_export_refuses_an_uncapturable_network_in_one_line(tmp_path, fmt):
+    from retrain.export import ExportCaptureError, export_onnx, export_pt2
 
-    with pytest.raises(ExportCaptureError, match="torch.export cannot capture") as info:
-        export_pt2(_DataDependent(), torch.randn(2, 3), tmp_path / "m.pt2")
-    assert "\n" not in str(info.value) and not (tmp_path / "m.pt2").exists()
+    args = (17,) if fmt == "onnx" else ()
+    with pytest.raises(ExportCaptureError, match="cannot capture this network") as info:
+        (export_onnx if fmt == "onnx" else export_pt2)(_DataDependent(), torch.randn(2, 3), tmp_path / "m", *args)
+    assert "\n" not in str(info.value) and not (tmp_path / "m").exists()
 
 
 def test_export_writes_the_other_formats_when_pt2_capture_fails(retrained, tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch)
     assert LatencyTable.load(out).overhead_ms == table.overhead_ms
 
 
-@pytest.mark.parametrize("name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB)])
+@pytest.mark.parametrize("name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB), ("resnet20", {})])
 def test_predictor_is_overhead_plus_the_units(name, opts):
     space = make_space(name, **opts)
     table = _synthetic(space)
@@ -75,15 +75,16 @@ def test_predictor_is_overhead_plus_the_units(name, opts):
             shapes = [(4, 16), (8, 8), (16, 4)]
             expected = sum(table.units[f"nb/{op}/{c}/{h}"] for c, h in shapes for op in arch if op != "none")
         else:  # stem, one unit per block, head
-            assert len(keys) == 2 + sum(arch.depths)
+            assert len(keys) == 2 + (sum(arch.depths) if name == "mbconv" else len(arch.inner))
             expected = sum(table.units[unit_name(k)] for k in keys)
         assert table.predict(space, arch) == expected + 0.5
 
 
-def test_mbconv_units_measure_the_network_they_describe():
+@pytest.mark.parametrize("name,opts", [("mbconv", TINY_MB), ("resnet20", {})])
+def test_units_chain_into_the_network_they_describe(name, opts):
     import torch
 
-    space = make_space("mbconv", **TINY_MB)
+    space = make_space(name, **opts)
     arch = space.sample(np.random.default_rng(3))
     net = space.build(arch, 10).eval()
     keys = space.latency_units(arch, 10)
@@ -112,6 +113,11 @@ def test_latency_constraint_filters_every_proposal():
     archs = searcher.propose(20)
     assert archs and all(table.predict(space, a) <= bound for a in archs)
     assert not all(feasible(space.sample(rng)) for _ in range(50))  # the bound does bind
+
+
+def test_a_space_without_units_says_so_in_one_line():
+    with pytest.raises(UserError, match="declares no latency units"):
+        make_space("nasnet").latency_unit_choices()
 
 
 def test_mismatched_tables_are_refused_and_other_machines_warned(caplog):

@@ -25,7 +25,7 @@ from torch import nn
 from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief
-from supernet.nets.resnet20 import ResNet20, ResNet20Supernet, block_plan, extract_weights
+from supernet.nets.resnet20 import BasicBlock, ResNet20, ResNet20Supernet, block_plan, extract_weights
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
 
@@ -175,6 +175,47 @@ class ResNet20Space(Space):
     def supernet(self, num_classes: int) -> nn.Module:
         big = self.largest()
         return ResNet20Supernet(big.stages, big.inner, self.blocks, num_classes)
+
+    # ---- latency units ---------------------------------------------------------------------
+    def latency_units(self, arch: ChannelArch, num_classes: int = 10) -> list[tuple]:
+        """The stem, one unit per basic block (its widths and stride), the pooled classifier."""
+        h = self.resolution
+        keys: list[tuple] = [("stem", arch.stages[0], h)]
+        for c_in, c_mid, c_out, stride in block_plan(arch.stages, arch.inner, self.blocks):
+            keys.append(("block", c_in, c_mid, c_out, stride, h))
+            h = (h - 1) // stride + 1
+        keys.append(("head", arch.stages[-1], h, num_classes))
+        return keys
+
+    def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
+        keys: list[tuple] = [("stem", c, self.resolution) for c in self.choices[0]]
+        h, prev = self.resolution, self.choices[0]
+        for s, outs in enumerate(self.choices):
+            for b in range(self.blocks):
+                stride = 2 if s > 0 and b == 0 else 1
+                for c_out in outs:
+                    for c_in in prev if b == 0 else (c_out,):
+                        keys.extend(("block", c_in, c_mid, c_out, stride, h) for c_mid in outs)
+                h = (h - 1) // stride + 1
+            prev = outs
+        keys.extend(("head", c, h, num_classes) for c in self.choices[-1])
+        return list(dict.fromkeys(keys))
+
+    def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        if key[0] == "stem":
+            _, c, h = key
+            return nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)), (
+                3,
+                h,
+                h,
+            )
+        if key[0] == "block":
+            _, c_in, c_mid, c_out, stride, h = key
+            return BasicBlock(c_in, c_mid, c_out, stride), (c_in, h, h)
+        if key[0] == "head":
+            _, c, h, num_classes = key
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(c, num_classes)), (c, h, h)
+        raise UserError(f"resnet20: unknown latency unit {key!r}")
 
     def build(self, arch: ChannelArch, num_classes: int) -> nn.Module:
         self.validate(arch)
