@@ -127,8 +127,6 @@ def search_plots(records: list[dict[str, Any]], chosen: list[str], curve: Path, 
 
 def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -> dict[str, Any]:
     """Write the plots, report.md and report.html; return their paths and what was plotted."""
-    from pipeline.draw import draw_arch
-
     run_dir = Path(run_dir)
     figs = run_dir / "report"
     figs.mkdir(exist_ok=True)
@@ -137,7 +135,7 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
     chosen = [t["str"] for t in topk[: max(1, sum(r["arch_id"].startswith("top") for r in retrained))]]
     epochs = supernet_curves(run_dir, figs / "supernet.png")
     points = search_plots(records, chosen, figs / "best_so_far.png", figs / "scatter.png")
-    draw_arch(space, space.from_json(topk[0]["arch"]), str(figs / "arch.png"))
+    space.draw(space.from_json(topk[0]["arch"]), figs / "arch.png")
     rows = [_row(r) for r in retrained]
     md = _markdown(topk[0], rows, epochs, len(records))
     (run_dir / "report.md").write_text(md)

@@ -25,7 +25,7 @@ from core.errors import ArchError, CheckpointError, UserError
 from core.imports import is_import_path, untrusted_import
 from core.safejson import parse_json
 from supernet.spaces.base import Space, make_space, make_user_space, space_names
-from supernet.spaces.nasnet import CellArch
+from supernet.spaces.nasnet import read_lanet
 
 CHECKPOINT_KINDS = ("retrain", "retrain-ema")
 
@@ -194,40 +194,17 @@ def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
 def _from_lanet(
     text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
 ) -> tuple[str, dict, dict]:
-    """LaNet integer lists: one shared by all cells, or one per stage (normal cells; reductions enter the stage)."""
-    try:
-        lists = [[int(v) for v in part.replace(" ", "").strip("[]").split(",") if v] for part in text.split(";")]
-    except ValueError:
-        raise ArchError(f"--lanet {text[:60]!r}: expected comma-separated integers, lists separated by ';'") from None
-    lengths = {len(c) for c in lists}
-    if len(lengths) != 1 or min(lengths) % 4 or not min(lengths):
-        raise ArchError(
-            f"--lanet: every list needs the same length, a multiple of 4 (LaNet: 28); got {sorted(lengths)}"
-        )
-    nodes = lengths.pop() // 4
-    opts = {"nodes": nodes, "ops": "lanas", "concat": "loose", **opts}
-    if len(lists) > 1:
-        opts["per_stage"] = True
+    """LaNet integer lists: one shared by all cells, or one per stage. The NASNet space reads them."""
+    lists, opts = read_lanet(text, opts)
     try:
         space = _space(space_name, trusted, "--lanet", **opts)
     except UserError:
         if space_name == "nasnet":
             raise
         space = None  # another space does not take the NASNet options that a LaNet list implies
-    if not hasattr(space, "from_lanet"):
+    if not hasattr(space, "from_lanet_lists"):
         raise ArchError(f"--lanet lists describe NASNet cells; use --space nasnet, not {space_name!r}")
-    if len(lists) > 1 and len(space.blocks) != len(lists):
-        raise ArchError(
-            f"--lanet has {len(lists)} per-stage lists but the space has {len(space.blocks)} stages; set blocks"
-        )
-    if len(lists) == 1:
-        return space_name, opts, space.to_json(space.from_lanet(lists[0], nodes))
-    single = _space(space_name, trusted, "--lanet", **{**opts, "per_stage": False})
-    cells = [single.from_lanet(code, nodes).normal for code in lists]
-    # Stage s runs cell s; the reduction entering stage s + 1 uses that stage's cell too.
-    arch = CellArch(normal=sum(cells, ()), reduce=sum(cells[1:], ()))
-    space.validate(arch)
-    return space_name, opts, space.to_json(arch)
+    return space_name, opts, space.to_json(space.from_lanet_lists(lists))
 
 
 def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:

@@ -12,7 +12,7 @@ import torch
 from core.errors import ArchError
 from supernet.flops import count_thop
 from supernet.spaces.base import make_space
-from supernet.spaces.nasnet import LANET, CellArch
+from supernet.spaces.nasnet import LANET, CellArch, read_lanet
 
 torch.set_num_threads(1)
 TINY = dict(channels=8, blocks=[1, 1])
@@ -167,6 +167,34 @@ def test_lanet_builds_and_runs():
         space.from_lanet(LANET[:-1])
     with pytest.raises(ArchError):
         make_space("nasnet", nodes=5, ops="lanas").from_lanet(LANET)
+
+
+def test_lanet_text_is_read_by_the_space_as_retrain_read_it():
+    text = ",".join(map(str, LANET))
+    lists, opts = read_lanet(text, {"channels": 8})
+    assert lists == [list(LANET)] and opts == {"nodes": 7, "ops": "lanas", "concat": "loose", "channels": 8}
+    space = make_space("nasnet", **opts)
+    assert space.from_lanet_lists(lists) == space.from_lanet(LANET, nodes=7)
+    # One list per stage: stage s runs list s, and the reduction entering stage s + 1 runs list s + 1
+    # (what retrain/inputs.py built itself from single-cell spaces before the space owned it).
+    codes = [list(LANET), [0] * 14 + list(LANET[14:]), list(LANET[:14]) + [0, 1] * 7]
+    lists, opts = read_lanet(" ; ".join(f"[{', '.join(map(str, c))}]" for c in codes), {"blocks": [1, 1, 1]})
+    assert opts["per_stage"] and opts["nodes"] == 7
+    single = make_space("nasnet", **{**opts, "per_stage": False})
+    cells = [single.from_lanet(c, nodes=7).normal for c in codes]
+    arch = make_space("nasnet", **opts).from_lanet_lists(lists)
+    assert arch == CellArch(normal=cells[0] + cells[1] + cells[2], reduce=cells[1] + cells[2])
+    assert {op for _, op in arch.normal[14:28]} == {"sep_conv_3x3"}
+    with pytest.raises(ArchError, match="multiple of 4"):
+        read_lanet("1,2,3", {})
+    with pytest.raises(ArchError, match="comma-separated integers"):
+        read_lanet("1,2,x,4", {})
+    with pytest.raises(ArchError, match="2 per-stage lists but the space has 3 stages"):
+        make_space("nasnet", **opts).from_lanet_lists(lists[:2])
+    with pytest.raises(ArchError, match="normal cell 1 node 0 edge 1 input"):  # the stage's own cell is named
+        make_space("nasnet", nodes=1, ops="lanas", per_stage=True, blocks=[1, 1]).from_lanet_lists(
+            [[0, 0, 0, 0], [0, 0, 0, 5]]
+        )
 
 
 def test_from_genotype_forms():

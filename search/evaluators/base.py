@@ -7,13 +7,11 @@ evaluation. Evaluators see architectures only; the search loop adds costs and ti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from core.errors import UserError
-from supernet.spaces.base import Space
-
-Arch = Hashable
+from supernet.spaces.base import Arch, Space
 
 
 @runtime_checkable

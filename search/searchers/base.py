@@ -17,16 +17,15 @@ import abc
 import json
 import logging
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from core.errors import UserError
-from supernet.spaces.base import Space
+from supernet.spaces.base import Arch, Space
 
 log = logging.getLogger(__name__)
-Arch = Hashable
 Constraint = Callable[[Arch], bool]
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from ops.cell_ops import FactorizedReduce, ReLUConvBN, make_op
 from ops.drop_path import drop_path
 
-Edge = tuple[int, str]
+Edge = tuple[int, str]  # one edge of a cell: (input state, op name); the NASNet space's CellArch is made of them
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ them (the weight-sharing supernet, a standalone network, or a standalone network
 supernet's weights). Searchers only use the architecture half; trainers use the model half.
 
 Architectures are immutable, hashable Python values (tuples or frozen dataclasses), so they can be
-used as dictionary keys and compared with `==`.
+used as dictionary keys and compared with `==`. `Arch` names that contract for the whole toolkit
+(searchers and evaluators take it from here); each space defines its own concrete type
+(`CellArch`, `NB201Arch`, `MBConvArch`, `ChannelArch`). A space also draws its architectures for the
+report (`draw`), so no caller needs to guess a space from an architecture's shape.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from core.errors import ArchError, UserError
+from supernet.spaces import drawing
 
-Arch = Hashable
+Arch = Hashable  # an architecture of some space: immutable and hashable; each space has its own type
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,16 @@ class Space(abc.ABC):
     def options(self) -> dict[str, Any]:
         """The constructor options, so `make_space(name, **options)` rebuilds this space."""
         return {}
+
+    def draw(self, arch: Arch, path: str | Path) -> None:
+        """A PNG picture of `arch` at `path`, for the report.
+
+        By default a strip of blocks, each box labelled with the per-block fields of `to_json(arch)`;
+        cell spaces override it to draw their cells.
+        """
+        fig, ax = drawing.figure((12, 2.8))
+        drawing.blocks(ax, self.to_json(arch), self.to_str(arch))
+        drawing.save(fig, path)
 
     # ---- models ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -20,8 +20,10 @@ from __future__ import annotations
 import ast
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +33,12 @@ from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief, first_line
 from ops.cell_ops import resolve_ops
-from supernet.nets.nasnet import NasNetwork, NasSupernet, cell_layout, concat_nodes, copy_into
+from supernet.nets.nasnet import Edge, NasNetwork, NasSupernet, cell_layout, concat_nodes, copy_into
+from supernet.spaces import drawing
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
 log = logging.getLogger(__name__)
 
-Edge = tuple[int, str]
 # Op order of the public one-shot LaNAS / LaNet code, used only to read LaNet integer lists.
 LANET_OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect", "sep_conv_5x5")
 LANET = (2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0, 0, 1, 1, 1, 2, 1, 1, 0, 3, 4, 3, 0, 3, 1)
@@ -114,6 +116,13 @@ class NasnetSpace(Space):
     @property
     def input_size(self) -> int:
         return self.resolution
+
+    def draw(self, arch: CellArch, path: str | Path) -> None:
+        """The normal and the reduction cell side by side, as DAGs with op-labelled edges."""
+        fig, axes = drawing.figure((13, 4.5), ncols=2)
+        for ax, (title, edges) in zip(axes, (("normal cell", arch.normal), ("reduction cell", arch.reduce))):
+            drawing.nasnet_cell(ax, edges, title)
+        drawing.save(fig, path)
 
     # ---- architectures -------------------------------------------------------------------
     def _cells(self, arch: CellArch) -> list[tuple[Edge, ...]]:
@@ -296,6 +305,31 @@ class NasnetSpace(Space):
         one-shot LaNAS code; the same cell serves as normal and reduction cell. LaNet concatenates
         the loose ends, so build it in a space with nodes=7, ops="lanas" (or a superset), concat="loose".
         """
+        arch = self._join([self._lanet_cell(code, nodes)] * (self.n_normal + self.n_reduce))
+        self.validate(arch)
+        return arch
+
+    def from_lanet_lists(self, lists: Sequence[Sequence[int]]) -> CellArch:
+        """LaNet lists as `read_lanet` returns them: one for every cell (`from_lanet`), or one per stage.
+
+        With one list per stage (a `per_stage` space), stage s runs list s as its normal cell, and the
+        reduction cell entering stage s + 1 runs that stage's list too.
+        """
+        nodes = len(lists[0]) // 4 if lists else 0
+        if len(lists) == 1:
+            return self.from_lanet(lists[0], nodes)
+        if not self.per_stage or len(lists) != len(self.blocks):
+            raise ArchError(
+                f"--lanet has {len(lists)} per-stage lists but the space has {len(self.blocks)} stages; set blocks"
+                + ("" if self.per_stage else " and per_stage=True")
+            )
+        cells = [self._lanet_cell(code, nodes) for code in lists]
+        arch = CellArch(normal=sum(cells, ()), reduce=sum(cells[1:], ()))
+        self.validate(arch)
+        return arch
+
+    def _lanet_cell(self, code: Sequence[int], nodes: int) -> tuple[Edge, ...]:
+        """One cell's edges from a LaNet list (ops first, then inputs); inputs are checked by `validate`."""
         code = [int(c) for c in code]
         if len(code) != 4 * nodes:
             raise ArchError(f"nasnet: a LaNet list for {nodes} nodes has {4 * nodes} integers, got {len(code)}")
@@ -309,9 +343,7 @@ class NasnetSpace(Space):
                 edges.append((inp, LANET_OPS[op]))
         if self.concat != "loose":
             log.warning("LaNet concatenates loose ends; this space uses concat=%r, so the network differs", self.concat)
-        arch = self._join([tuple(edges)] * (self.n_normal + self.n_reduce))
-        self.validate(arch)
-        return arch
+        return tuple(edges)
 
     # ---- models ---------------------------------------------------------------------------
     def _plan_cells(self, arch: CellArch) -> list[tuple]:
@@ -371,6 +403,25 @@ class NasnetSpace(Space):
             c_aux = len(self._plan_cells(arch)[self._aux_pos][1]) * self.slots[self._aux_pos].channels
             params += c_aux * 128 + 256 + 128 * 768 * 4 + 2 * 768 + 768 * num_classes + num_classes
         return Cost(macs / 1e6, params / 1e6)
+
+
+def read_lanet(text: str, options: dict[str, Any], where: str = "--lanet") -> tuple[list[list[int]], dict[str, Any]]:
+    """LaNet integer lists from text (one list, or one per stage separated by ';') and the space options
+    they imply on top of `options`: nodes from the lists' length, LaNet's ops and loose-end concat
+    (unless `options` names others), and per_stage for several lists. `where` names the text's source."""
+    try:
+        lists = [[int(v) for v in part.replace(" ", "").strip("[]").split(",") if v] for part in text.split(";")]
+    except ValueError:
+        raise ArchError(f"{where} {text[:60]!r}: expected comma-separated integers, lists separated by ';'") from None
+    lengths = {len(c) for c in lists}
+    if len(lengths) != 1 or min(lengths) % 4 or not min(lengths):
+        raise ArchError(
+            f"{where}: every list needs the same length, a multiple of 4 (LaNet: 28); got {sorted(lengths)}"
+        )
+    implied = {"nodes": lengths.pop() // 4, "ops": "lanas", "concat": "loose", **options}
+    if len(lists) > 1:
+        implied["per_stage"] = True
+    return lists, implied
 
 
 def _genotype_fields(genotype: Any) -> dict[str, Any]:

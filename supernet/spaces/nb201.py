@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,14 @@ from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief
 from supernet.nets.nb201 import EDGES, OPS, NB201Net, NB201Supernet, extract_weights, make_op, stage_channels
+from supernet.spaces import drawing
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 
-Arch = tuple[str, ...]
+NB201Arch = tuple[str, ...]  # one op name per edge of EDGES
 _OP_INDEX = {op: i for i, op in enumerate(OPS)}
 
 
-def iso_key(arch: Arch) -> str:
+def iso_key(arch: NB201Arch) -> str:
     """NATS-Bench's canonical string of a cell: equal keys mean the same network."""
     nodes = ["0"]
     for j in (1, 2, 3):
@@ -51,9 +53,9 @@ def iso_key(arch: Arch) -> str:
 
 
 @functools.cache
-def _representatives() -> dict[str, Arch]:
+def _representatives() -> dict[str, NB201Arch]:
     # All 15,625 keys take ~50 ms once; the representative is the first cell in op-index order.
-    reps: dict[str, Arch] = {}
+    reps: dict[str, NB201Arch] = {}
     for arch in itertools.product(OPS, repeat=len(EDGES)):
         reps.setdefault(iso_key(arch), arch)
     return reps
@@ -75,23 +77,23 @@ class NB201Space(Space):
         self._tables: dict[int, tuple[float, float, np.ndarray]] = {}
 
     # ---- architectures -------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> Arch:
+    def sample(self, rng: np.random.Generator) -> NB201Arch:
         return tuple(OPS[i] for i in rng.integers(len(OPS), size=len(EDGES)))
 
-    def validate(self, arch: Arch) -> None:
+    def validate(self, arch: NB201Arch) -> None:
         if not isinstance(arch, tuple) or len(arch) != len(EDGES):
             raise ArchError(f"nb201 arch must be a tuple of {len(EDGES)} op names, got {brief(arch)}")
         for (to, frm), op in zip(EDGES, arch):
             check_choice(op, OPS, f"nb201 edge {to}<-{frm}")
 
-    def encode(self, arch: Arch) -> np.ndarray:
+    def encode(self, arch: NB201Arch) -> np.ndarray:
         self.validate(arch)
         vec = np.zeros(self.encoding_dim, dtype=np.float32)
         for e, op in enumerate(arch):
             vec[e * len(OPS) + _OP_INDEX[op]] = 1.0
         return vec
 
-    def decode(self, vec: np.ndarray) -> Arch:
+    def decode(self, vec: np.ndarray) -> NB201Arch:
         vec = np.asarray(vec, dtype=np.float64)
         if vec.shape != (self.encoding_dim,):
             raise ArchError(f"nb201 encoding must have shape ({self.encoding_dim},), got {vec.shape}")
@@ -101,22 +103,22 @@ class NB201Space(Space):
     def encoding_dim(self) -> int:
         return len(EDGES) * len(OPS)
 
-    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+    def mutate(self, arch: NB201Arch, rng: np.random.Generator) -> NB201Arch:
         self.validate(arch)
         e = int(rng.integers(len(EDGES)))
         others = [op for op in OPS if op != arch[e]]
         return arch[:e] + (others[int(rng.integers(len(others)))],) + arch[e + 1 :]
 
-    def fair_archs(self, rng: np.random.Generator) -> list[Arch]:
+    def fair_archs(self, rng: np.random.Generator) -> list[NB201Arch]:
         """len(OPS) archs in which every op of every edge appears exactly once (FairNAS's strict fairness)."""
         perms = [rng.permutation(len(OPS)) for _ in EDGES]
         return [tuple(OPS[int(p[k])] for p in perms) for k in range(len(OPS))]
 
-    def to_json(self, arch: Arch) -> dict[str, Any]:
+    def to_json(self, arch: NB201Arch) -> dict[str, Any]:
         self.validate(arch)
         return {"space": self.name, "ops": list(arch), "str": self.to_str(arch)}
 
-    def from_json(self, data: dict[str, Any]) -> Arch:
+    def from_json(self, data: dict[str, Any]) -> NB201Arch:
         if not isinstance(data, dict) or data.get("space") != self.name or "ops" not in data:
             raise ArchError(f"nb201 JSON must be a dict with space='nb201' and an 'ops' list, got {brief(data)}")
         if not isinstance(data["ops"], list):
@@ -125,14 +127,14 @@ class NB201Space(Space):
         self.validate(arch)
         return arch
 
-    def to_str(self, arch: Arch) -> str:
+    def to_str(self, arch: NB201Arch) -> str:
         self.validate(arch)
         groups = []
         for j in (1, 2, 3):
             groups.append("|" + "|".join(f"{op}~{frm}" for (to, frm), op in zip(EDGES, arch) if to == j) + "|")
         return "+".join(groups)
 
-    def from_str(self, text: str) -> Arch:
+    def from_str(self, text: str) -> NB201Arch:
         if not isinstance(text, str):
             raise ArchError(f"nb201 string must be a str, got {type(text).__name__}")
         groups = text.strip().split("+")
@@ -153,17 +155,17 @@ class NB201Space(Space):
                 ops.append(op)
         return tuple(ops)
 
-    def canonical(self, arch: Arch) -> Arch:
+    def canonical(self, arch: NB201Arch) -> NB201Arch:
         self.validate(arch)
         return _representatives()[iso_key(arch)]
 
     def size(self) -> int:
         return len(OPS) ** len(EDGES)
 
-    def largest(self) -> Arch:
+    def largest(self) -> NB201Arch:
         return ("nor_conv_3x3",) * len(EDGES)
 
-    def smallest(self) -> Arch:
+    def smallest(self) -> NB201Arch:
         return ("none",) * len(EDGES)
 
     def options(self) -> dict[str, Any]:
@@ -173,15 +175,21 @@ class NB201Space(Space):
     def input_size(self) -> int:
         return self.resolution
 
+    def draw(self, arch: NB201Arch, path: str | Path) -> None:
+        """The cell as a DAG of its four nodes, edges labelled by op ('none' edges left out)."""
+        fig, ax = drawing.figure((7, 4))
+        drawing.nb201_cell(ax, arch, EDGES)
+        drawing.save(fig, path)
+
     # ---- models ---------------------------------------------------------------------------
     def supernet(self, num_classes: int) -> nn.Module:
         return NB201Supernet(self.channels, self.cells, num_classes)
 
-    def build(self, arch: Arch, num_classes: int) -> nn.Module:
+    def build(self, arch: NB201Arch, num_classes: int) -> nn.Module:
         self.validate(arch)
         return NB201Net(arch, self.channels, self.cells, num_classes)
 
-    def extract(self, supernet: nn.Module, arch: Arch) -> nn.Module:
+    def extract(self, supernet: nn.Module, arch: NB201Arch) -> nn.Module:
         if not isinstance(supernet, NB201Supernet):
             raise ArchError(f"nb201 extract needs an NB201Supernet, got {type(supernet).__name__}")
         num_classes = supernet.classifier.out_features
@@ -192,7 +200,7 @@ class NB201Space(Space):
         net = self.build(arch, num_classes).to(supernet.stem[0].weight.device)
         return extract_weights(supernet, net)
 
-    def cost(self, arch: Arch, num_classes: int = 10) -> Cost:
+    def cost(self, arch: NB201Arch, num_classes: int = 10) -> Cost:
         base_macs, base_params, per_op = self._cost_table(num_classes)
         try:  # a dict lookup per edge is the fast path; validate only to explain a failure
             idx = [_OP_INDEX[op] for op in arch]
@@ -214,7 +222,7 @@ class NB201Space(Space):
                 out.append((ch, h))
         return out
 
-    def latency_units(self, arch: Arch, num_classes: int = 10) -> list[tuple]:
+    def latency_units(self, arch: NB201Arch, num_classes: int = 10) -> list[tuple]:
         """One unit per edge of every cell that runs an op (`none` adds nothing)."""
         ops = [op for op in arch if op != "none"]
         return [("nb", op, ch, h) for ch, h in self._cell_shapes() for op in ops]
