@@ -147,6 +147,9 @@ class ExportConfig(CommonConfig):
     out_dir: str = opt("", "where to write; empty: <checkpoint folder>/export")
     opset: int = opt(17, "ONNX opset version")
     verify: bool = opt(True, "check both files against PyTorch on random input")
+    latency_table: str = opt(
+        "", "latency table (run.py latency-table): its prediction goes in arch.json beside the measured"
+    )
     tolerance: float = opt(1e-4, "largest allowed absolute difference between exported and PyTorch outputs")
 
     def validate(self) -> None:

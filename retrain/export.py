@@ -93,6 +93,19 @@ def cpu_latency_ms(net: nn.Module, size: int, repeats: int = 20) -> float:
     return 1e3 * statistics.median(times)
 
 
+def predicted_latency(table_path: str, spec: dict[str, Any], num_classes: int) -> float:
+    """The table's prediction for the exported architecture (its space must be registered and match)."""
+    from supernet.latency import LatencyTable
+    from supernet.spaces.base import make_space
+
+    if spec.get("source") != "space":
+        raise UserError("--latency-table needs a network from a search space, not a timm model")
+    table = LatencyTable.load(table_path)
+    space = make_space(spec["name"], **spec["options"])
+    table.check(space, num_classes)
+    return table.predict(space, space.from_json(spec["arch"]))
+
+
 def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> float:
     """Trace, save, reload and compare on `example`; returns the largest absolute difference."""
     with warnings.catch_warnings():
@@ -171,8 +184,10 @@ def _export(cfg: ExportConfig) -> dict[str, Any]:
         "checkpoint": str(path),
     }
     info["latency_ms"] = {"measured_cpu": cpu_latency_ms(net, size), "threads": torch.get_num_threads(), "batch": 1}
-    if isinstance(state.get("predicted_latency_ms"), (int, float)):
-        info["latency_ms"]["predicted"] = state["predicted_latency_ms"]
+    if cfg.latency_table:
+        info["latency_ms"]["predicted"] = predicted_latency(
+            cfg.latency_table, state["model_spec"], state["num_classes"]
+        )
     (out / "arch.json").write_text(json.dumps(info, indent=2))
     result: dict[str, Any] = {"out_dir": str(out), "checkpoint": str(path), "weights": state["weights_used"]}
     writers = {

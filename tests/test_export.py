@@ -106,3 +106,23 @@ def test_export_writes_the_other_formats_when_pt2_capture_fails(retrained, tmp_p
         export_main(ExportConfig(run_dir=str(retrained), out_dir=str(tmp_path), quiet=True))
     written = json.loads((tmp_path / "export.json").read_text())
     assert (tmp_path / "model.onnx").is_file() and "onnx" in written and "pt2" not in written
+
+
+def test_export_puts_the_tables_prediction_beside_the_measured_latency(retrained, tmp_path):
+    from supernet.latency import build_table
+    from supernet.spaces.base import make_space
+    from tests.test_retrain import TINY_MB
+
+    table = tmp_path / "t.json"
+    space = make_space("mbconv", **TINY_MB)
+    cpu = torch.device("cpu")
+    build_table(space, table, device=cpu, dtype="fp32", batch=1, num_classes=10, repeats=2, overhead_archs=1, seed=0)
+    out = tmp_path / "exp"
+    export_main(ExportConfig(run_dir=str(retrained), formats=["pt2"], out_dir=str(out), latency_table=str(table)))
+    latency = json.loads((out / "arch.json").read_text())["latency_ms"]
+    assert latency["predicted"] > 0 and latency["measured_cpu"] > 0
+    other = tmp_path / "other.json"
+    build_table(make_space("nb201", channels=4, cells=1), other, device=cpu, dtype="fp32", batch=1, num_classes=10,
+                repeats=1, overhead_archs=0, seed=0)  # fmt: skip
+    with pytest.raises(UserError, match="measured for space="):
+        export_main(ExportConfig(run_dir=str(retrained), formats=["pt2"], out_dir=str(out), latency_table=str(other)))
