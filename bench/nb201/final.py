@@ -111,8 +111,8 @@ class FinalStage:
 
     def accuracy(self, arch: Hashable) -> dict[str, Any]:
         """Search-split accuracy of `arch` trained alone (cached; reused from disk with the same settings)."""
+        from bench.nb201.train import supernet_config, train_for
         from search.evaluators.supernet import SupernetEvaluator
-        from supernet.nb201_train import supernet_config, train_for
         from supernet.train import SupernetTrainer
 
         known = self.known(arch)
