@@ -11,8 +11,8 @@ differences, so no distributional assumption), and how many seeds the search win
 The embedded test split has 1,000 images, so two models that disagree on a fifth of them differ by
 about 1.4 points from the test sample alone. `--heldout ../shared/data/cifar10-jpeg.zip` also
 evaluates both retrained models of each run on the CIFAR-10 test images the embedded set lacks
-(9,000, matched by file bytes) and gives the same statistics there (about 3.5 CPU-minutes a run;
-each figure is kept in the run's `retrain/<id>/heldout.json` and reused).
+(9,000, matched by file bytes) and gives the same statistics there (each figure is kept in the
+run's `retrain/<id>/heldout.json` and reused). Results: docs/demo.md.
 """
 
 from __future__ import annotations
