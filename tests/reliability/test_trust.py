@@ -97,7 +97,7 @@ def test_user_named_space_is_still_accepted_and_file_names_are_not(tmp_path):
     from tests.toy_space import ToySpace
 
     assert make_user_space("tests.toy_space:ToySpace", decisions=3).d == 3
-    with pytest.raises(UserError, match=r"'search\.toy:ToySpace' is not a registered space .*--space search"):
+    with pytest.raises(UserError, match=r"'tests\.toy_space:ToySpace' is not a registered space .*--space tests"):
         make_space("tests.toy_space:ToySpace", decisions=3)
     # options read from a file cannot turn the trust on
     with pytest.raises(UserError, match="not a registered space"):
