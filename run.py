@@ -33,17 +33,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model (torch.export, ONNX)"),
     "latency-table": ("supernet.latency:LatencyTableConfig", "supernet.latency:table_main", "measure a latency table"),
     "latency": ("supernet.latency:LatencyConfig", "supernet.latency:latency_main", "predicted and measured latency"),
-    "bench-supernet": ("supernet.bench:BenchSupernetConfig", "supernet.bench:main", "supernet vs standalone cost"),
-    "bench-throughput": (
-        "supernet.bench_throughput:BenchThroughputConfig",
-        "supernet.bench_throughput:main",
-        "supernet training images/s per strategy",
-    ),
-    "bench-search": ("search.config:BenchSearchConfig", "search.bench:run_bench_search", "searchers on a table"),
-    "bench-nb201": ("supernet.bench_nb201:BenchNB201Config", "supernet.bench_nb201:main", "one-shot NAS-Bench-201"),
-    "bench-latency": ("bench.latency:BenchLatencyConfig", "bench.latency:main", "latency table against measurement"),
-    "bench-gpu": ("bench.gpu:BenchGpuConfig", "bench.gpu:main", "AMP parity, GPU training throughput, loader rate"),
 }
+try:  # the benchmarks (bench-*) register their own commands; an installed toolkit comes without them
+    from bench import COMMANDS as BENCH_COMMANDS
+except ModuleNotFoundError as exc:
+    if exc.name != "bench":
+        raise
+    BENCH_COMMANDS = {}
+COMMANDS.update(BENCH_COMMANDS)
 
 
 def _load(spec: str) -> Any:

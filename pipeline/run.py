@@ -177,10 +177,10 @@ def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: floa
 
 def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]], report: dict[str, Any]) -> dict:
     """What the user needs at the end: where the report is, the best architecture, its cost, how to export."""
-    from pipeline.report import describe_estimate
+    from pipeline.report import describe_estimate, retrained_top1
 
     top = next((r for r in results if r["arch_id"] == "top1"), None)
-    acc = _test_acc(top) if top else None
+    acc = retrained_top1(top) if top else None
     lines = [
         f"report: {report['markdown']} (and {report['html']})",
         f"best architecture: {best['str']}",
@@ -190,19 +190,13 @@ def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]]
     if acc is not None:
         lines.append(f"  retrained: test top-1 {acc:.2f}%")
     base = next((r for r in results if r["arch_id"] == "baseline-random"), None)
-    if base is not None and _test_acc(base) is not None:
-        lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {_test_acc(base):.2f}%")
+    if base is not None and retrained_top1(base) is not None:
+        lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {retrained_top1(base):.2f}%")
     lines.append(f"export: python run.py export --run-dir {shlex.quote(str(run_dir))} --arch-id top1")
     return {
         "report": report["markdown"],
         "best": best["str"],
         "test_top1": acc,
-        "baseline_top1": _test_acc(base) if base else None,
+        "baseline_top1": retrained_top1(base) if base else None,
         "lines": lines,
     }
-
-
-def _test_acc(result: dict[str, Any]) -> float | None:
-    """The final test top-1 of a retrain report (raw weights; the EMA's is in the report beside it)."""
-    value = (result.get("final") or {}).get("test_top1")
-    return float(value) if isinstance(value, (int, float)) else None
