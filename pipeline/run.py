@@ -24,7 +24,7 @@ from core.checkpoint import load_checkpoint
 from core.config import CommonConfig, build_config, load_yaml
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
-from core.rundir import commit_run_config
+from core.rundir import RunDir, commit_run_config
 from pipeline.config import PipelineConfig
 from supernet.spaces.base import make_user_space
 
@@ -32,14 +32,13 @@ log = logging.getLogger(__name__)
 _SHARED = ("space", "space_opts", "amp", "split_seed")
 # options that do not change what a run computes: a rerun may change them
 _NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device")
-RECORD = "pipeline.config.yaml"
 
 
 def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
     """`UserError` naming the options in which `cfg` differs from the run recorded in `run_dir` (if any)."""
     import yaml
 
-    record = run_dir / RECORD
+    record = RunDir(run_dir).config("pipeline")
     if not record.exists():
         return
     saved = load_yaml(record)
@@ -65,7 +64,7 @@ def stage_config(cls: type, cfg: PipelineConfig, section: dict[str, Any], name: 
 
 
 def supernet_done(run_dir: Path) -> bool:
-    path = run_dir / "supernet" / "last.pt"
+    path = RunDir(run_dir).supernet.last
     try:
         return path.exists() and bool(load_checkpoint(path).get("finished"))
     except CheckpointError:
@@ -73,8 +72,8 @@ def supernet_done(run_dir: Path) -> bool:
 
 
 def search_done(run_dir: Path, budget: int) -> bool:
-    out = run_dir / "search"
-    return (out / "topk.json").exists() and len(read_jsonl(out / "journal.jsonl")) >= budget
+    out = RunDir(run_dir).search
+    return out.topk.exists() and len(read_jsonl(out.journal)) >= budget
 
 
 def main(cfg: PipelineConfig) -> dict[str, Any]:
@@ -83,7 +82,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     from search.config import SearchConfig
     from supernet.config import SupernetConfig
 
-    run_dir = Path(cfg.run_dir)
+    run_dir, dirs = Path(cfg.run_dir), RunDir(cfg.run_dir)
     check_same_run(cfg, run_dir)
     sn_cfg = stage_config(SupernetConfig, cfg, cfg.supernet, "supernet")
     se_cfg = stage_config(SearchConfig, cfg, {"evaluator": "supernet", **cfg.search}, "search")
@@ -91,11 +90,11 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     commit_run_config()  # accepted: this is the run's record from now on
 
     if supernet_done(run_dir):
-        log.info("[1/3] supernet: finished checkpoint found in %s, skipped", run_dir / "supernet")
+        log.info("[1/3] supernet: finished checkpoint found in %s, skipped", dirs.supernet.path)
     else:
         from supernet.train import SupernetTrainer
 
-        log.info("[1/3] supernet: training (%s)", "resuming" if (run_dir / "supernet" / "last.pt").exists() else "new")
+        log.info("[1/3] supernet: training (%s)", "resuming" if dirs.supernet.last.exists() else "new")
         if not SupernetTrainer(sn_cfg).fit()["finished"]:
             return {"stopped": "supernet", "resume": "rerun the same command"}
 
@@ -108,11 +107,11 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         if str(run_search(se_cfg)["stopped"]).startswith("SIG"):  # stopped by SIGTERM/SIGINT: do not retrain yet
             return {"stopped": "search", "resume": "rerun the same command"}
 
-    topk = json.loads((run_dir / "search" / "topk.json").read_text())
+    topk = json.loads(dirs.search.topk.read_text())
     if not topk:
         raise UserError("the search found no feasible architecture; relax --max-mflops/--max-params or raise --budget")
     results = [
-        _retrain(cfg, f"top{r + 1}", arch_file=str(run_dir / "search" / "topk.json"), rank=r)
+        _retrain(cfg, f"top{r + 1}", arch_file=str(dirs.search.topk), rank=r)
         for r in range(min(cfg.retrain_topk, len(topk)))
     ]
     if cfg.baseline and results:
@@ -138,7 +137,7 @@ def _retrain(cfg: PipelineConfig, arch_id: str, **source: Any) -> dict[str, Any]
     from retrain.config import RetrainConfig
     from retrain.train import main as retrain_main
 
-    report = Path(cfg.run_dir) / "retrain" / arch_id / "report.json"
+    report = RunDir(cfg.run_dir).retrain(arch_id).report
     if report.exists():
         log.info("[3/3] retrain %s: report found, skipped", arch_id)
     else:

@@ -67,7 +67,7 @@ class StateMixin:
 
     def save(self, finished: bool = False) -> None:
         if self.rank == 0:
-            save_checkpoint(self.state(finished), self.out / "last.pt")
+            save_checkpoint(self.state(finished), self.files.last)
         distributed.barrier()
 
     def try_resume(self) -> bool:
@@ -77,7 +77,7 @@ class StateMixin:
         return resumed
 
     def _resume(self) -> bool:
-        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
+        found = find_resume(self.cfg.resume, self.files.last, self.metrics, self.device)
         if found is None:
             return False
         state, used = found
@@ -110,7 +110,7 @@ class StateMixin:
             "out_dir": str(self.out),
             "step": self.step,
             "finished": finished,
-            "checkpoint": str(self.out / "last.pt"),
+            "checkpoint": str(self.files.last),
         }
         tested = [r for r in self.history if "test_top1" in r]
         if tested:
@@ -124,8 +124,8 @@ class StateMixin:
         if self.rank == 0:
             if self.ema is not None:
                 ema_state = {"kind": "retrain-ema", **self.meta(), "model": self.ema.module.state_dict()}
-                save_checkpoint(ema_state, self.out / "ema.pt", keep_previous=False)
-                result["ema_checkpoint"] = str(self.out / "ema.pt")
+                save_checkpoint(ema_state, self.files.ema, keep_previous=False)
+                result["ema_checkpoint"] = str(self.files.ema)
             report = {
                 "arch_id": self.arch_id,
                 "model": self.spec,

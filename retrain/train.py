@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from core.checkpoint import contents_of, kept_checkpoint
 from core.data import ImageSet, TensorLoader, load_data
 from core.errors import UserError
 from core.optim import make_optimizer
-from core.rundir import MetricsLogger
+from core.rundir import MetricsLogger, RunDir
 from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
 from retrain.augment import AugmentLoader, AugmentOptions
@@ -63,7 +62,8 @@ class RetrainTrainer(StateMixin):
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if cfg.batch_size % self.world:
             raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
-        self.out = Path(cfg.run_dir) / "retrain" / self.arch_id
+        self.files = RunDir(cfg.run_dir).retrain(self.arch_id)
+        self.out = self.files.path
         self.data = load_data(
             cfg.dataset, cfg.data_dir, search_size=cfg.search_size, split_seed=cfg.split_seed,
             num_classes=cfg.num_classes, image_size=cfg.image_size, download=cfg.download,
@@ -194,7 +194,7 @@ class RetrainTrainer(StateMixin):
         if not math.isfinite(value):
             if self.cfg.nan_policy == "stop":
                 raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
+                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.files.last)} "
                     "(lower --lr, add --grad-clip, or use --nan-policy skip)"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.step)

@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Hashable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ from core.checkpoint import (
 from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
 from core.errors import CheckpointError, UserError
 from core.optim import make_optimizer
-from core.rundir import MetricsLogger, commit_run_config
+from core.rundir import MetricsLogger, RunDir, commit_run_config
 from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
 from supernet.config import SupernetConfig
@@ -82,7 +81,8 @@ class SupernetTrainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if cfg.batch_size % self.world:
             raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
-        self.out = Path(cfg.run_dir) / "supernet"
+        self.files = RunDir(cfg.run_dir).supernet
+        self.out = self.files.path
         self.data = load_data(
             cfg.dataset,
             cfg.data_dir,
@@ -180,11 +180,11 @@ class SupernetTrainer:
 
     def save(self, finished: bool = False) -> None:
         if self.rank == 0:
-            save_checkpoint(self.state(finished), self.out / "last.pt")
+            save_checkpoint(self.state(finished), self.files.last)
         distributed.barrier()
 
     def try_resume(self) -> bool:
-        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
+        found = find_resume(self.cfg.resume, self.files.last, self.metrics, self.device)
         if found is None:
             return False
         state, used = found
@@ -216,7 +216,7 @@ class SupernetTrainer:
         if not math.isfinite(value):
             if self.cfg.nan_policy == "stop":
                 raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
+                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.files.last)} "
                     "(lower --lr, add --grad-clip, or use --nan-policy skip)"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.step)
@@ -276,7 +276,7 @@ class SupernetTrainer:
         return {
             "step": self.step,
             "finished": self.step >= self.total_steps,
-            "checkpoint": str(self.out / "last.pt"),
+            "checkpoint": str(self.files.last),
             **summary,
         }
 
@@ -293,7 +293,7 @@ class SupernetTrainer:
             mean = record.get("panel_mean_acc", -math.inf)
             if mean > self.best and self.rank == 0:
                 self.best = mean
-                save_checkpoint(self.state(), self.out / "best.pt", keep_previous=False)
+                save_checkpoint(self.state(), self.files.best, keep_previous=False)
         self.metrics.log(record, step=epoch + 1)
         log.info(
             "supernet epoch %d: %s",
