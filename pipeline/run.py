@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.checkpoint import load_checkpoint
-from core.config import CommonConfig, build_config, load_yaml
+from core.config import build_config, load_yaml
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
 from core.rundir import RunDir, commit_run_config
@@ -29,7 +29,6 @@ from pipeline.config import PipelineConfig
 from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
-_SHARED = ("space", "space_opts", "amp", "split_seed")
 # options that do not change what a run computes: a rerun may change them
 _NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device")
 
@@ -55,11 +54,16 @@ def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
 
 
 def stage_config(cls: type, cfg: PipelineConfig, section: dict[str, Any], name: str, **fixed: Any) -> Any:
-    """A stage's config: the pipeline's shared options, then its section, then what the pipeline fixes."""
+    """A stage's config: the options it shares with the pipeline, then its section, then what the pipeline fixes.
+
+    Shared are the options of the pipeline's base classes (`CommonConfig`, `SpaceOptions`, `AmpOptions`)
+    that the stage has too; the run name is the pipeline's alone.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
-    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig) if f.name != "run_name"}
-    shared = {k: getattr(cfg, k) for k in _SHARED if k in names}
-    values = {**common, **shared, **section, **fixed, "run_dir": cfg.run_dir, "resume": "auto"}
+    bases = type(cfg).__bases__
+    shared = {f.name: getattr(cfg, f.name) for b in bases for f in dataclasses.fields(b) if f.name in names}
+    shared.pop("run_name", None)
+    values = {**shared, **section, **fixed, "run_dir": cfg.run_dir, "resume": "auto"}
     return build_config(cls, values, source=f"the pipeline's {name} section")
 
 
