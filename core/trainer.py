@@ -137,7 +137,7 @@ class Trainer:
             self.load_extra(state)
             restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
             self.step = int(state["step"])
-        log.info("resumed %s from %s at step %d (epoch %d)", self.label, used, self.step, state["epoch"])
+        log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
         return True
 
     # ---- one step -----------------------------------------------------------------------------
