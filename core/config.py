@@ -140,8 +140,10 @@ class TrainOptions(OptimOptions, AmpOptions):
 
     def validate(self) -> None:
         super().validate()  # type: ignore[misc]
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UserError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise UserError("--batch-size must be >= 1 and --lr > 0")
         if self.max_steps < 0 or self.train_images < 0 or self.grad_clip < 0 or self.checkpoint_minutes < 0:
             raise UserError("--max-steps, --train-images, --grad-clip and --checkpoint-minutes must be >= 0")
         if not 0 <= self.label_smoothing < 1 or self.eval_every < 1:
