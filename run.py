@@ -126,7 +126,7 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
 
     from core import distributed, runtime
     from core.config import resolve
-    from core.rundir import deferred_run_config, resolve_run_dir, run_dir_lock
+    from core.rundir import RunDir, deferred_run_config, resolve_run_dir, run_dir_lock
 
     cfg = resolve(cfg_cls, args, stage=args.command, stages=STAGES)
     quiet = bool(getattr(cfg, "quiet", False))
@@ -134,7 +134,7 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
     run_dir = None
     if hasattr(cfg, "run_dir"):
         run_dir = resolve_run_dir(cfg, args.command, args.preset)
-        log_file = run_dir / "log.txt"
+        log_file = RunDir(run_dir).log
     runtime.setup_logging(quiet=quiet, log_file=log_file)
     runtime.set_threads(getattr(cfg, "threads", 0))
     if hasattr(cfg, "seed"):
@@ -146,7 +146,8 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
             main_rank = int(os.environ.get("RANK", "0")) == 0
             if main_rank:
                 stack.enter_context(run_dir_lock(run_dir, args.command))
-            stack.enter_context(deferred_run_config(cfg, run_dir, f"{args.command}.config.yaml", enabled=main_rank))
+            record = RunDir(run_dir).config(args.command).name
+            stack.enter_context(deferred_run_config(cfg, run_dir, record, enabled=main_rank))
         try:
             result = _load(COMMANDS[args.command][1])(cfg)
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import CommonConfig, opt
+from core.config import AmpOptions, CommonConfig, SpaceOptions, opt
 from core.errors import UserError
 
 BUILTIN_SEARCHERS = ("lanas", "evolution", "random")
@@ -16,11 +16,9 @@ BUILTIN_EVALUATORS = ("supernet", "train", "table")
 
 
 @dataclass
-class SearchConfig(CommonConfig):
+class SearchConfig(SpaceOptions, AmpOptions, CommonConfig):
     """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
 
-    space: str = opt("nb201", "search space: a built-in name (nb201, nasnet, mbconv, resnet20) or module:Class")
-    space_opts: dict = opt({}, "keyword options for the space's constructor, KEY=VALUE")
     evaluator: str = opt("supernet", "how archs are scored: supernet, train, table or module:function")
     table: str = opt("", "CSV of precomputed metrics for --evaluator table (e.g. ../shared/benchmarks/nb201.csv)")
     arch_column: str = opt("arch", "table column holding the space's arch string (space.to_str)")
@@ -45,10 +43,6 @@ class SearchConfig(CommonConfig):
         choices=("acc", "nll"),
     )
     recal_images: int = opt(2000, "supernet evaluator: training images to re-estimate BatchNorm statistics per arch")
-    amp: str = opt(
-        "off", "supernet/train evaluators: mixed precision (fp16 on CUDA, bf16)", choices=("off", "fp16", "bf16")
-    )
-    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
     prior: str = opt(
         "",
         "average the score's percentile with the arch's size percentile (params, mflops) or with a zero-cost "
