@@ -21,9 +21,9 @@ from core import amp as amp_lib
 from core import distributed
 from core.checkpoint import contents_of
 from core.data import ImageSet, TensorLoader
+from core.data.folder import FolderLoader, TransformOptions
 from core.rundir import RunDir
 from core.trainer import Trainer
-from core.data.folder import FolderLoader, TransformOptions
 from retrain.augment import AugmentLoader, AugmentOptions, WorkerAugmentLoader
 from retrain.config import RetrainConfig
 from retrain.heads import DropPathSchedule
@@ -120,9 +120,9 @@ class RetrainTrainer(StateMixin, Trainer):
         if mine.on_workers:
             cfg = self.cfg
             return FolderLoader(
-                mine, cfg.eval_batch_size, mean=self.data.mean, std=self.data.std, transform=TransformOptions.from_config(cfg),
-                device=self.device, channels_last=self.channels_last, workers=cfg.workers, timeout=cfg.loader_timeout,
-                strict=cfg.strict_images, size=self.image_size,
+                mine, cfg.eval_batch_size, mean=self.data.mean, std=self.data.std,
+                transform=TransformOptions.from_config(cfg), device=self.device, channels_last=self.channels_last,
+                workers=cfg.workers, timeout=cfg.loader_timeout, strict=cfg.strict_images, size=self.image_size,
             )  # fmt: skip
         return TensorLoader(
             mine, self.cfg.eval_batch_size, mean=self.data.mean, std=self.data.std, device=self.device,

@@ -59,7 +59,7 @@ class SupernetEvaluator:
         data_dir: str | None = None,
         score: str = "acc",
         loader: str = "memory",
-        transform: TransformOptions = TransformOptions(),
+        transform: TransformOptions | None = None,
         workers: int = -1,
         timeout: float = 300.0,
         strict: bool = False,
@@ -106,7 +106,8 @@ class SupernetEvaluator:
         self.recal_set = recal_subset(data.train, recal_images, d["split_seed"]) if recal_images else None
         if data.search.on_workers:
             # decoded once per resolution with the evaluation transform, kept as uint8 for the whole search
-            self.decode = lambda split, size: decode_split(split, size, transform, workers, timeout, strict)
+            opt = transform or TransformOptions()
+            self.decode = lambda split, size: decode_split(split, size, opt, workers, timeout, strict)
             self.loaders: dict[int, tuple[TensorLoader | None, TensorLoader]] = {}
             self.kw, self.batch_size = kw, batch_size
             log.info("search split on the worker path: decoded once per resolution (evaluation transform)")

@@ -131,7 +131,7 @@ class MBConvSupernet(nn.Module):
     def forward(self, x: torch.Tensor, arch: object = None) -> torch.Tensor:
         arch = self._active if arch is None else arch
         size = int(getattr(arch, "resolution", 0) or 0)
-        if size and tuple(x.shape[-2:]) != (size, size):  # a subnet sees its own resolution, whatever the batch was cut at
+        if size and tuple(x.shape[-2:]) != (size, size):  # a subnet sees its own resolution, whatever the batch
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
         x = self.stem(x)
         for stage, d, k, e, c in self.plan(arch):
