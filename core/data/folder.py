@@ -368,8 +368,6 @@ def decode_split(
     Search-split scoring and BN recalibration read it many times (once per candidate), so it is
     decoded once per resolution and kept as uint8, not decoded again for every candidate.
     """
-    from core.data.datasets import ImageSet
-
     loader = FolderLoader(data, 256, mean=(0.0,) * 3, std=(1.0,) * 3, transform=opt, workers=workers,
                           timeout=timeout, strict=strict, size=size)  # fmt: skip
     try:
@@ -378,4 +376,4 @@ def decode_split(
         loader.close()
     if loader.skipped:
         log.warning("%d undecodable images left out of a split decoded at %d px", loader.skipped, size)
-    return ImageSet(images, labels)
+    return type(data)(images, labels)  # an ImageSet, in memory
