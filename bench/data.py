@@ -67,7 +67,7 @@ def reference_loader(root: Path, size: int, train: bool, workers: int, batch: in
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
-    tf = create_transform(size, is_training=train, auto_augment="rand-m9-mstd0.5-inc1" if train else None,
+    tf = create_transform(size, is_training=train, auto_augment="rand-m9-n2-mstd0.5" if train else None,
                           crop_pct=0.875)  # fmt: skip
     ds = ImageFolder(str(root / "train"), transform=tf)
     return torch.utils.data.DataLoader(

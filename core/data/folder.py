@@ -70,7 +70,8 @@ class TransformOptions:
 
     def timm_policy(self) -> str | None:
         if self.policy == "randaugment":
-            return f"rand-m{self.randaugment_m}-n{self.randaugment_n}-mstd0.5-inc1"
+            # not timm's "inc1" variant: at magnitude 10 it posterizes to 0 bits, which Pillow refuses
+            return f"rand-m{self.randaugment_m}-n{self.randaugment_n}-mstd0.5"
         if self.policy == "autoaugment":
             return "original"
         return None
@@ -152,10 +153,11 @@ class _Images(torch.utils.data.Dataset):
         from PIL import Image
 
         i, epoch, size = item
-        s = _mix(self.seed, epoch, i)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        torch.manual_seed(s)
+        if self.train:  # timm and torchvision draw from python's, numpy's and torch's global generators
+            s = _mix(self.seed, epoch, i)
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.random.default_generator.manual_seed(s)  # torch.manual_seed costs ~100x more per call
         name = self.files.name(i)
         try:
             raw = self.files.source.read(int(self.files.index[i]))
