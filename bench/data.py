@@ -6,7 +6,7 @@ RandAugment m9) and the evaluation transform (resize to size / 0.875, centre cro
 count and resolution, it times one epoch of our loader and of the reference built the usual way:
 torchvision `ImageFolder` + timm `create_transform` + `DataLoader`, same workers (one thread each),
 batch, prefetch and persistent workers. Each loader first runs one untimed epoch (worker start-up),
-then `--repeats` timed epochs, interleaved with the reference's; the medians are compared:
+then `--repeats` timed epochs, interleaved with the reference's in alternating order; the medians:
 `ratio` = ours / reference images/s. Both end in normalised float batches on the CPU.
 
 It also runs a short training loop of a tiny network on our loader and reports the data-wait
@@ -158,9 +158,9 @@ def _compare(data: Any, root: Path, size: int, train: bool, w: int, cfg: BenchDa
     _epoch_rate(ours, 0)  # untimed: worker start-up
     _epoch_rate(ref, 0)
     rates: dict[str, list[float]] = {"ours": [], "reference": []}
-    for r in range(cfg.repeats):
-        rates["ours"].append(_epoch_rate(ours, r + 1))
-        rates["reference"].append(_epoch_rate(ref, r + 1))
+    for r in range(cfg.repeats):  # interleaved, in alternating order: a load change hits both alike
+        for name in ("ours", "reference") if r % 2 == 0 else ("reference", "ours"):
+            rates[name].append(_epoch_rate(ours if name == "ours" else ref, r + 1))
     ours.close()
     del ref
     a, b = statistics.median(rates["ours"]), statistics.median(rates["reference"])
