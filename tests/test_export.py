@@ -89,7 +89,7 @@ class _DataDependent(torch.nn.Module):
 def test_export_refuses_an_uncapturable_network_in_one_line(tmp_path, fmt):
     from retrain.export import ExportCaptureError, export_onnx, export_pt2
 
-    args = (17,) if fmt == "onnx" else ()
+    args = (18,) if fmt == "onnx" else ()
     with pytest.raises(ExportCaptureError, match="cannot capture this network") as info:
         (export_onnx if fmt == "onnx" else export_pt2)(_DataDependent(), torch.randn(2, 3), tmp_path / "m", *args)
     assert "\n" not in str(info.value) and not (tmp_path / "m").exists()
