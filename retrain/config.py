@@ -22,7 +22,7 @@ POLICIES = ("off", "randaugment", "autoaugment")
 class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
     """Train one architecture (or a timm model) from scratch and measure it on the test split."""
 
-    SPACE_FROM_ARCH = True  # an empty --space is the one the arch names (nasnet for --lanet)
+    SPACE_FROM_ARCH = True  # an empty --space is the one the arch names (nasnet for --lanet, --genotype)
 
     # ---- what to train -------------------------------------------------------------------------
     arch_file: str = opt("", "a search's topk.json (or any JSON list of {'rank', 'arch'}) to read --rank from")
@@ -32,6 +32,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
         "",
         "NASNet-space integer list(s) in LaNet's layout: one 4*nodes list for every cell, or one per "
         "stage separated by ';' (per-stage cells, SLNAS-style; the space gets per_stage=true)",
+    )
+    genotype: str = opt(
+        "",
+        "a DARTS genotype, Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], "
+        "reduce_concat=range(2, 6)), or a file holding it; read as literals, never run (NASNet space)",
     )
     model: str = opt("", "'timm:<name>' trains a timm model instead (random init, never downloads)")
     arch_id: str = opt("", "output folder name under <run_dir>/retrain/; empty: derived from the arch")
@@ -75,9 +80,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        given = [n for n in ("arch_file", "arch", "lanet", "model") if getattr(self, n)]
+        given = [n for n in ("arch_file", "arch", "lanet", "genotype", "model") if getattr(self, n)]
         if len(given) > 1:
-            raise UserError(f"give only one of --arch-file, --arch, --lanet, --model (got {', '.join(given)})")
+            raise UserError(
+                f"give only one of --arch-file, --arch, --lanet, --genotype, --model (got {', '.join(given)})"
+            )
         if self.eval_batch_size < 1:
             raise UserError(f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
         if self.rank < 0 or self.test_images < 0:

@@ -25,7 +25,7 @@ from core.errors import ArchError, CheckpointError, UserError
 from core.imports import is_import_path, untrusted_import
 from core.safejson import parse_json
 from supernet.spaces.base import Space, make_space, make_user_space, space_names
-from supernet.spaces.nasnet import read_lanet
+from supernet.spaces.nasnet import read_genotype, read_lanet
 
 CHECKPOINT_KINDS = ("retrain", "retrain-ema")
 
@@ -58,6 +58,11 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
                 cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
             )
             where = "--lanet"
+        elif cfg.genotype:
+            space_name, opts, arch_json = _from_genotype(
+                cfg.genotype, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
+            )
+            where = "--genotype"
         elif cfg.arch:
             space_name, opts, arch_json = _from_json_text(cfg.arch, cfg.space, dict(cfg.space_opts))
             where = "--arch"
@@ -66,7 +71,8 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
             prefix, where = f"r{cfg.rank}-", f"--arch-file {cfg.arch_file}"
         else:
             raise UserError(
-                "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST or --model timm:NAME"
+                "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST, --genotype TEXT_OR_FILE "
+                "or --model timm:NAME"
             )
         space = _space(space_name, user_spaces(cfg), where, **opts)
         arch = space.from_json(arch_json)
@@ -205,6 +211,22 @@ def _from_lanet(
     if not hasattr(space, "from_lanet_lists"):
         raise ArchError(f"--lanet lists describe NASNet cells; use --space nasnet, not {space_name!r}")
     return space_name, opts, space.to_json(space.from_lanet_lists(lists))
+
+
+def _from_genotype(
+    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
+) -> tuple[str, dict, dict]:
+    """A DARTS genotype (text or file): one normal and one reduction cell, shared by every cell of that kind."""
+    genotype, opts = read_genotype(text, opts)
+    try:
+        space = _space(space_name, trusted, "--genotype", **opts)
+    except UserError:
+        if space_name == "nasnet":
+            raise
+        space = None  # another space does not take the NASNet options that a genotype implies
+    if not hasattr(space, "from_genotype"):
+        raise ArchError(f"--genotype describes NASNet/DARTS cells; use --space nasnet, not {space_name!r}")
+    return space_name, opts, space.to_json(space.from_genotype(genotype))
 
 
 def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:
