@@ -100,7 +100,8 @@ class SupernetTrainer(Trainer):
         )
         self.set_schedule(loader, len(self.data.train), self.net)
         self.best, self.summary = -math.inf, {}
-        self.panel = panel(self.space, cfg.seed, cfg.panel_random)
+        extremes = cfg.strategy == "sandwich" or getattr(self.space, "panel_extremes", True)
+        self.panel = panel(self.space, cfg.seed, cfg.panel_random, extremes)
         self.open_stage(RunDir(cfg.run_dir).supernet)
 
     def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader:

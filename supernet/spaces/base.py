@@ -41,6 +41,9 @@ class Space(abc.ABC):
     """A search space: architectures on one side, the networks that run them on the other."""
 
     name: str = "space"
+    # whether the supernet's validation panel scores largest() and smallest() besides random subnets
+    # (the sandwich rule always puts them there: it trains them)
+    panel_extremes: bool = True
 
     # ---- architectures -------------------------------------------------------------------
     @abc.abstractmethod

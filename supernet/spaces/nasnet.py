@@ -57,6 +57,10 @@ class NasnetSpace(Space):
     """DARTS-style cell space with configurable ops, nodes and macro layout."""
 
     name = "nasnet"
+    # The panel (and so which epoch's checkpoint is "best") stays random cells unless the sandwich rule
+    # trains the extremes: its all-pooling and all-sep_conv_5x5 cells are far from what uniform and fair
+    # sampling train, and runs made before the extremes were declared select the same checkpoints.
+    panel_extremes = False
 
     def __init__(
         self,
@@ -223,6 +227,48 @@ class NasnetSpace(Space):
             inp = (inp + 1 + int(rng.integers(n_in - 1))) % n_in
         cells[c][k] = (inp, op)
         return self._join([tuple(x) for x in cells])
+
+    # ---- the extremes (sandwich sampling): by MFLOPs, as `cost` counts them ------------------------
+    def largest(self) -> CellArch:
+        """The arch of most MFLOPs (and params): every node reads both cell inputs (so both projections
+        run, every node is a loose end and, in a reduction cell, every edge is strided), each edge with
+        the op that costs most there (sep_conv_5x5 > sep_conv_3x3 > dil_conv_5x5 > ... > skip, pools)."""
+        cells = []
+        for reduction in [False] * self.n_normal + [True] * self.n_reduce:
+            edges = []
+            for k in range(2 * self.nodes):
+                inp = k % 2  # the two edges of a node read inputs 0 and 1
+                edges.append((inp, max(self.ops, key=lambda op: self._edge_cost(op, reduction, inp, -1))))
+            cells.append(tuple(edges))
+        return self._join(cells)
+
+    def smallest(self) -> CellArch:
+        """The arch of fewest MFLOPs (then params): the cheapest op on every edge, one cell input read
+        (the cheaper projection, found by `cost`), and each node reading the previous one, so that with
+        concat="loose" only the last node is concatenated (the narrowest output)."""
+        best: CellArch | None = None
+        n = self.n_normal + self.n_reduce
+        for first in range(4 if n > 1 else 2):  # which input node 0 reads, per kind of cell
+            cells = []
+            for reduction in [False] * self.n_normal + [True] * self.n_reduce:
+                inp0 = (first >> (1 if reduction else 0)) & 1
+                edges = []
+                for k in range(2 * self.nodes):
+                    inp = inp0 if k < 2 else k // 2 + 1  # node i (>= 1) reads node i - 1 (state i + 1)
+                    edges.append((inp, min(self.ops, key=lambda op: self._edge_cost(op, reduction, inp, 1))))
+                cells.append(tuple(edges))
+            arch = self._join(cells)
+            if best is None or _cost_key(self.cost(arch)) < _cost_key(self.cost(best)):
+                best = arch
+        assert best is not None
+        return best
+
+    def _edge_cost(self, op: str, reduction: bool, inp: int, order: int) -> tuple[int, int, int]:
+        """(MACs, params, tie-break) of `op` on an edge from state `inp`, at the first cell of its kind;
+        `order` makes ties go to the op listed first (1 for a min, -1 for a max)."""
+        slot = next((s for s in self.slots if s.reduction == reduction), self.slots[0])
+        macs, params = _op_table(self.ops, slot.channels, slot.size, slot.reduction)[self._op_index[op]][inp < 2]
+        return macs, params, order * self._op_index[op]
 
     def size(self) -> int:
         per_cell = math.prod(((i + 2) * len(self.ops)) ** 2 for i in range(self.nodes))
@@ -568,6 +614,10 @@ def _op_cost(op: str, c: int, size: int, stride: int) -> tuple[int, int]:
     if op == "skip_connect" and stride == 2:
         return c * c * h * h, c * c + 2 * c
     return 0, 0  # max pool, identity, none
+
+
+def _cost_key(cost: Cost) -> tuple[float, float]:
+    return cost.mflops, cost.params
 
 
 def _stem_cost(channels: int, resolution: int) -> tuple[int, int]:
