@@ -66,7 +66,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
     ema_decay: float = opt(0.0, "EMA of the weights with this decay (e.g. 0.9998; 0: off); raw and EMA both evaluated")
     ema_warmup: bool = opt(True, "ramp the EMA decay up from 0 (timm ModelEmaV3 warm-up), so early EMA is not stale")
     # ---- distillation --------------------------------------------------------------------------
-    teacher: str = opt("", "distil from a retrain checkpoint (last.pt/ema.pt of this tool) or 'timm:<name>'")
+    teacher: str = opt(
+        "",
+        "distil from a previous retrain run (a label refinery, docs/refinery.md): its run directory, its "
+        "retrain/<arch-id>/ folder or last.pt/ema.pt; or 'timm:<name>'",
+    )
     teacher_ema: bool = opt(True, "use the teacher checkpoint's EMA weights when it has them")
     teacher_weights: str = opt(
         "",
