@@ -103,6 +103,11 @@ class Space(abc.ABC):
         """The cheapest architecture, where the space has one."""
         return None
 
+    def decisions(self) -> dict[str, tuple[list[Any], Callable[[Any], Any]]]:
+        """The decisions a few-shot supernet may split on (`--few-shot NAME[:K]`): per name, its choices
+        and a function giving an arch's choice there. None by default."""
+        return {}
+
     def options(self) -> dict[str, Any]:
         """The constructor options, so `make_space(name, **options)` rebuilds this space."""
         return {}

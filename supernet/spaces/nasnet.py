@@ -228,6 +228,14 @@ class NasnetSpace(Space):
         cells[c][k] = (inp, op)
         return self._join([tuple(x) for x in cells])
 
+    def decisions(self) -> dict[str, tuple[list[Any], Any]]:
+        """`normalK` / `reduceK`: the op of edge K (node K // 2) of the first normal / reduction cell."""
+        out: dict[str, tuple[list[Any], Any]] = {}
+        for kind in ("normal", "reduce"):
+            for k in range(2 * self.nodes):
+                out[f"{kind}{k}"] = (list(self.ops), lambda a, kind=kind, k=k: getattr(a, kind)[k][1])
+        return out
+
     # ---- the extremes (sandwich sampling): by MFLOPs, as `cost` counts them ------------------------
     def largest(self) -> CellArch:
         """The arch of most MFLOPs (and params): every node reads both cell inputs (so both projections
