@@ -120,3 +120,38 @@ def test_genotype_trains_from_the_command(tmp_path, capsys):
     (out,) = (tmp_path / "retrain").iterdir()
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["options"]["nodes"] == 4 and report["model"]["arch"]["reduce"][0] == [0, "max_pool_3x3"]
+
+
+def _fields(draw_pairs):
+    import hypothesis.strategies as st
+
+    op = st.sampled_from(["sep_conv_3x3", "max_pool_3x3", "skip_connect", "conv_9x9", "", "none"])
+    inp = st.one_of(st.integers(-2, 9), st.booleans(), st.text(max_size=2))
+    return st.lists(st.tuples(op, inp), max_size=draw_pairs)
+
+
+def test_random_genotypes_parse_or_fail_with_the_projects_error():
+    """Random genotype texts (ops, inputs, concat, mangled syntax) are accepted, and then build, or refused
+    with a UserError; never another exception, which would print a traceback."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    concat = st.one_of(st.none(), st.just("range(2, 6)"), st.lists(st.integers(-1, 9), max_size=5).map(str),
+                       st.just("range(2, 6, 1)"), st.just("7"))  # fmt: skip
+    mangle = st.sampled_from(["", ")", "(", "Genotype", "__import__('os')", ",,", "]"])
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(_fields(10), concat, _fields(10), concat, mangle, st.integers(0, 400))
+    def check(normal, nc, reduce, rc, junk, cut):
+        parts = [f"normal={normal!r}", f"reduce={reduce!r}"]
+        parts += [f"normal_concat={nc}"] if nc else []
+        parts += [f"reduce_concat={rc}"] if rc else []
+        text = f"Genotype({', '.join(parts)})"
+        text = text[:cut] + junk + text[cut:] if junk else text
+        try:
+            genotype, opts = read_genotype(text, {"channels": 4, "blocks": [1, 1]})
+            make_space("nasnet", **opts).from_genotype(genotype)
+        except UserError:
+            pass
+
+    check()
