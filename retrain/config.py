@@ -22,7 +22,7 @@ POLICIES = ("off", "randaugment", "autoaugment")
 class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
     """Train one architecture (or a timm model) from scratch and measure it on the test split."""
 
-    SPACE_FROM_ARCH = True  # an empty --space is the one the arch names (nasnet for --lanet)
+    SPACE_FROM_ARCH = True  # an empty --space is the one the arch names (nasnet for --lanet, --genotype)
 
     # ---- what to train -------------------------------------------------------------------------
     arch_file: str = opt("", "a search's topk.json (or any JSON list of {'rank', 'arch'}) to read --rank from")
@@ -32,6 +32,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
         "",
         "NASNet-space integer list(s) in LaNet's layout: one 4*nodes list for every cell, or one per "
         "stage separated by ';' (per-stage cells, SLNAS-style; the space gets per_stage=true)",
+    )
+    genotype: str = opt(
+        "",
+        "a DARTS genotype, Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], "
+        "reduce_concat=range(2, 6)), or a file holding it; read as literals, never run (NASNet space)",
     )
     model: str = opt("", "'timm:<name>' trains a timm model instead (random init, never downloads)")
     arch_id: str = opt("", "output folder name under <run_dir>/retrain/; empty: derived from the arch")
@@ -61,7 +66,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
     ema_decay: float = opt(0.0, "EMA of the weights with this decay (e.g. 0.9998; 0: off); raw and EMA both evaluated")
     ema_warmup: bool = opt(True, "ramp the EMA decay up from 0 (timm ModelEmaV3 warm-up), so early EMA is not stale")
     # ---- distillation --------------------------------------------------------------------------
-    teacher: str = opt("", "distil from a retrain checkpoint (last.pt/ema.pt of this tool) or 'timm:<name>'")
+    teacher: str = opt(
+        "",
+        "distil from a previous retrain run (a label refinery, docs/refinery.md): its run directory, its "
+        "retrain/<arch-id>/ folder or last.pt/ema.pt; or 'timm:<name>'",
+    )
     teacher_ema: bool = opt(True, "use the teacher checkpoint's EMA weights when it has them")
     teacher_weights: str = opt(
         "",
@@ -75,9 +84,11 @@ class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        given = [n for n in ("arch_file", "arch", "lanet", "model") if getattr(self, n)]
+        given = [n for n in ("arch_file", "arch", "lanet", "genotype", "model") if getattr(self, n)]
         if len(given) > 1:
-            raise UserError(f"give only one of --arch-file, --arch, --lanet, --model (got {', '.join(given)})")
+            raise UserError(
+                f"give only one of --arch-file, --arch, --lanet, --genotype, --model (got {', '.join(given)})"
+            )
         if self.eval_batch_size < 1:
             raise UserError(f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
         if self.rank < 0 or self.test_images < 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -25,8 +26,9 @@ from core.errors import ArchError, CheckpointError, UserError
 from core.imports import is_import_path, untrusted_import
 from core.safejson import parse_json
 from supernet.spaces.base import Space, make_space, make_user_space, space_names
-from supernet.spaces.nasnet import read_lanet
+from supernet.spaces.nasnet import read_genotype, read_lanet
 
+log = logging.getLogger(__name__)
 CHECKPOINT_KINDS = ("retrain", "retrain-ema")
 
 
@@ -58,6 +60,11 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
                 cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
             )
             where = "--lanet"
+        elif cfg.genotype:
+            space_name, opts, arch_json = _from_genotype(
+                cfg.genotype, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
+            )
+            where = "--genotype"
         elif cfg.arch:
             space_name, opts, arch_json = _from_json_text(cfg.arch, cfg.space, dict(cfg.space_opts))
             where = "--arch"
@@ -66,7 +73,8 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
             prefix, where = f"r{cfg.rank}-", f"--arch-file {cfg.arch_file}"
         else:
             raise UserError(
-                "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST or --model timm:NAME"
+                "nothing to retrain: give --arch-file topk.json, --arch JSON, --lanet LIST, --genotype TEXT_OR_FILE "
+                "or --model timm:NAME"
             )
         space = _space(space_name, user_spaces(cfg), where, **opts)
         arch = space.from_json(arch_json)
@@ -207,9 +215,35 @@ def _from_lanet(
     return space_name, opts, space.to_json(space.from_lanet_lists(lists))
 
 
-def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A teacher network: a retrain checkpoint of this tool (rebuilt from its spec) or timm:<name>.
+def _from_genotype(
+    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
+) -> tuple[str, dict, dict]:
+    """A DARTS genotype (text or file): one normal and one reduction cell, shared by every cell of that kind."""
+    genotype, opts = read_genotype(text, opts)
+    try:
+        space = _space(space_name, trusted, "--genotype", **opts)
+    except UserError:
+        if space_name == "nasnet":
+            raise
+        space = None  # another space does not take the NASNet options that a genotype implies
+    if not hasattr(space, "from_genotype"):
+        raise ArchError(f"--genotype describes NASNet/DARTS cells; use --space nasnet, not {space_name!r}")
+    return space_name, opts, space.to_json(space.from_genotype(genotype))
 
+
+def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher network and its spec (see `load_teacher_record`)."""
+    net, spec, _ = load_teacher_record(ref, num_classes, prefer_ema, cfg)
+    return net, spec
+
+
+def load_teacher_record(
+    ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """A teacher network, its spec, and a record of who it is for the student's report.
+
+    `ref` is a previous retrain run of this tool (its run directory, its `retrain/<arch-id>/` folder,
+    or a `last.pt`/`ema.pt` in it: a label refinery, rebuilt from the checkpoint's spec) or timm:<name>.
     `cfg` (the RetrainConfig) supplies `--teacher-weights`, `--kd-online` and the spaces the user trusts.
     A timm teacher for offline distillation carries trained weights (`--teacher-weights`, or the
     pretrained ones in the local cache); a random one would teach nothing, so it is refused.
@@ -218,7 +252,7 @@ def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) 
         spec = timm_spec(ref, {})
         net = build_model(spec, num_classes)
         if cfg is not None and cfg.kd_online:  # trained jointly with the student, from scratch on purpose
-            return net, spec
+            return net, spec, {"ref": ref, "model": ref, "weights": "trained jointly (online)"}
         weights = getattr(cfg, "teacher_weights", "") if cfg is not None else ""
         state = _state_dict_file(weights) if weights else _pretrained_timm(spec["name"], num_classes)
         try:
@@ -230,11 +264,63 @@ def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) 
                 f"teacher {ref}: {source} do not fit a {num_classes}-class {spec['name']} ({first}); "
                 "give the state dict of that model trained on these classes"
             ) from None
-        return net, spec
-    if not Path(ref).exists():
-        raise UserError(f"--teacher {ref} does not exist; give a retrain last.pt/ema.pt or timm:<name>")
-    net, state = model_from_checkpoint(ref, num_classes, prefer_ema, user_spaces(cfg) if cfg is not None else ())
-    return net, state["model_spec"]
+        return net, spec, {"ref": ref, "model": ref, "weights": weights or "timm pretrained"}
+    path = find_teacher_checkpoint(ref)
+    net, state = model_from_checkpoint(path, num_classes, prefer_ema, user_spaces(cfg) if cfg is not None else ())
+    return net, state["model_spec"], teacher_record(ref, path, state)
+
+
+def find_teacher_checkpoint(ref: str) -> Path:
+    """The retrain checkpoint that `--teacher ref` names: a file, a `retrain/<arch-id>/` folder, or a run
+    directory with exactly one retrained model."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(
+            f"--teacher {ref} does not exist; give a retrain run directory, its last.pt/ema.pt or timm:<name>"
+        )
+    if (path / "last.pt").is_file():
+        return path / "last.pt"
+    found = sorted(d for d in (path / "retrain").glob("*") if (d / "last.pt").is_file())
+    if len(found) == 1:
+        return found[0] / "last.pt"
+    if found:
+        names = ", ".join(d.name for d in found[:4])
+        raise UserError(
+            f"--teacher {ref} holds {len(found)} retrained models ({names}); give --teacher {ref}/retrain/<arch-id>"
+        )
+    raise UserError(
+        f"--teacher {ref} holds no retrained model (retrain/<arch-id>/last.pt); run `run.py retrain` there first"
+    )
+
+
+def teacher_record(ref: str, path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Who the teacher is and how accurate it was on the test split, from its checkpoint (and report)."""
+    spec = state.get("model_spec") if isinstance(state.get("model_spec"), dict) else {}
+    history = state.get("history") if isinstance(state.get("history"), list) else []
+    tested = [r for r in history if isinstance(r, dict) and "test_top1" in r]
+    final: dict[str, Any] = dict(tested[-1]) if tested else {}
+    report = path.parent / "report.json"
+    if not final and report.is_file():  # ema.pt holds weights only; its run's report holds the accuracy
+        try:
+            final = dict(parse_json(report.read_bytes(), str(report), "", UserError).get("final") or {})
+        except (UserError, AttributeError, TypeError, ValueError):
+            final = {}
+    used = state.get("weights_used", "raw")
+    accuracy = final.get("ema_test_top1" if used == "ema" and "ema_test_top1" in final else "test_top1")
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    record = {
+        "ref": ref, "checkpoint": str(path), "arch_id": state.get("arch_id"),
+        "model": spec.get("str") or spec.get("name"), "weights_used": used,
+        "test_top1": accuracy if isinstance(accuracy, (int, float)) else None,
+        "test_images": final.get("test_images"), "epochs": config.get("epochs"), "step": state.get("step"),
+        "finished": state.get("finished"), "its_teacher": config.get("teacher") or None,
+    }  # fmt: skip
+    if record["finished"] is False:
+        log.warning("teacher %s stopped at step %s before the end of its run; finish it with --resume auto", path,
+                    record["step"])  # fmt: skip
+    return record
 
 
 def _state_dict_file(path: str) -> dict[str, torch.Tensor]:

@@ -98,7 +98,7 @@ class StateMixin:
                 "test_split": "test",
                 "final": {k: v for k, v in result.items() if "test_" in k},
                 "complexity": cost,
-                "teacher": self.cfg.teacher or None,
+                "teacher": self.teacher_info,  # who taught this model (a refinery step) and its accuracy
                 "epochs": self.cfg.epochs,
                 "steps": self.step,
                 "time": round(time.time(), 3),

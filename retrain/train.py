@@ -27,7 +27,7 @@ from core.trainer import Trainer
 from retrain.augment import AugmentLoader, AugmentOptions, WorkerAugmentLoader
 from retrain.config import RetrainConfig
 from retrain.heads import DropPathSchedule
-from retrain.inputs import build_model, load_teacher, resolve_spec, to_device, user_spaces
+from retrain.inputs import build_model, load_teacher_record, resolve_spec, to_device, user_spaces
 from retrain.losses import RetrainLoss, split_output
 from retrain.state import StateMixin
 
@@ -153,14 +153,20 @@ class RetrainTrainer(StateMixin, Trainer):
         return bool(distributed.broadcast_object(unused))
 
     def _teacher(self) -> tuple[nn.Module | None, dict | None]:
+        self.teacher_info: dict[str, Any] | None = None
         if not self.cfg.teacher:
             return None, None
-        with contents_of(self.cfg.teacher, "give a retrain last.pt/ema.pt of this tool or timm:<name>"):
-            teacher, spec = load_teacher(self.cfg.teacher, self.num_classes, self.cfg.teacher_ema, self.cfg)
+        with contents_of(
+            self.cfg.teacher, "give a retrain run directory of this tool, its last.pt/ema.pt or timm:<name>"
+        ):
+            teacher, spec, self.teacher_info = load_teacher_record(
+                self.cfg.teacher, self.num_classes, self.cfg.teacher_ema, self.cfg
+            )
         teacher = to_device(teacher, self.device, self.channels_last)
         if not self.cfg.kd_online:
             teacher.eval().requires_grad_(False)  # a fixed teacher: BN statistics frozen too
-        log.info("distilling from %s (%s)", self.cfg.teacher, spec.get("str", spec.get("name")))
+        acc = self.teacher_info.get("test_top1")
+        log.info("distilling from %s (%s, test top-1 %s)", self.cfg.teacher, spec.get("str", spec.get("name")), acc)
         return teacher, spec
 
     def _ema(self) -> Any:

@@ -23,6 +23,12 @@ class SupernetConfig(SpaceOptions, TrainOptions, CommonConfig):
     augment: bool = opt(True, "random crop (padding 4 at 32px) and horizontal flip")
     recal_images: int = opt(2000, "training images used to re-estimate BatchNorm statistics per subnet")
     panel_random: int = opt(3, "fixed random subnets in the validation panel (besides largest and smallest)")
+    few_shot: str = opt(
+        "",
+        "DECISION[:K]: split into K sub-supernets on one decision (e.g. nb201 edge3, nasnet normal0, mbconv depth2, "
+        "resnet20 stage1; K: all its choices), each initialised from the parent after the warm-up (few-shot NAS)",
+    )
+    few_shot_warmup: float = opt(0.5, "few-shot: share of the run's steps trained as one supernet before the split")
 
     def validate(self) -> None:
         super().validate()
@@ -35,5 +41,7 @@ class SupernetConfig(SpaceOptions, TrainOptions, CommonConfig):
                 f"--search-size {self.search_size} leaves the search split empty: nothing to score architectures on; "
                 "pass --search-size N (e.g. 1000)"
             )
+        if not 0 <= self.few_shot_warmup < 1:
+            raise UserError(f"--few-shot-warmup must be in [0, 1), got {self.few_shot_warmup}")
         if self.recal_images < 0 or self.panel_random < 0:
             raise UserError("--recal-images and --panel-random must be >= 0")

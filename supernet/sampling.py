@@ -84,12 +84,13 @@ class ArchSampler:
         self._sample_in_range(np.random.default_rng([self.seed, 0x7E57]))
 
 
-def panel(space: Space, seed: int, n_random: int) -> dict[str, Hashable]:
-    """A fixed panel of subnets to validate each epoch: largest, smallest and n random ones."""
+def panel(space: Space, seed: int, n_random: int, extremes: bool = True) -> dict[str, Hashable]:
+    """A fixed panel of subnets to validate each epoch: largest and smallest (where the space has them
+    and `extremes`), and n random ones."""
     out: dict[str, Hashable] = {}
-    if space.largest() is not None:
+    if extremes and space.largest() is not None:
         out["largest"] = space.largest()
-    if space.smallest() is not None:
+    if extremes and space.smallest() is not None:
         out["smallest"] = space.smallest()
     rng = np.random.default_rng([seed, 0x9A4E1])
     for i in range(n_random):

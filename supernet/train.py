@@ -25,6 +25,7 @@ from core.rundir import RunDir
 from core.trainer import Trainer
 from supernet.config import SupernetConfig
 from supernet.evaluate import recal_subset, score_arch
+from supernet.fewshot import FewShotSupernet, parse_few_shot
 from supernet.sampling import ArchSampler, panel
 from supernet.spaces.base import make_user_space
 
@@ -73,7 +74,11 @@ class SupernetTrainer(Trainer):
             self.data.train = self.data.train.subset(keep[: cfg.train_images].sort().values)
         self.space = make_user_space(cfg.space, **cfg.space_opts)  # the user's own --space
         self.num_classes = self.data.num_classes
-        net = self.space.supernet(self.num_classes).to(self.device)
+        self.few_shot = parse_few_shot(cfg.few_shot, self.space) if cfg.few_shot else None
+        if self.few_shot:  # K copies of the supernet, routed by one decision (supernet/fewshot.py)
+            net = FewShotSupernet(self.space, self.num_classes, *self.few_shot[:2]).to(self.device)
+        else:
+            net = self.space.supernet(self.num_classes).to(self.device)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -104,9 +109,11 @@ class SupernetTrainer(Trainer):
             # subnets sampled for that step (a function of seed and step: the same on every rank)
             loader.resolution_of = self.step_resolution
         self.set_schedule(loader, len(self.data.train), self.net)
+        self.split_step = int(cfg.few_shot_warmup * self.total_steps)
         self.best, self.summary = -math.inf, {}
         self._decoded: dict[tuple[str, int], ImageSet] = {}  # worker path: splits decoded once per resolution
-        self.panel = panel(self.space, cfg.seed, cfg.panel_random)
+        extremes = cfg.strategy == "sandwich" or getattr(self.space, "panel_extremes", True)
+        self.panel = panel(self.space, cfg.seed, cfg.panel_random, extremes)
         self.open_stage(RunDir(cfg.run_dir).supernet)
 
     def step_resolution(self, step: int) -> int:
@@ -150,6 +157,7 @@ class SupernetTrainer(Trainer):
                 "image_size": self.cfg.image_size,
             },
             "best": self.best,
+            "few_shot": self.net.describe() if self.few_shot else None,
         }
 
     def check_checkpoint(self, state: dict[str, Any], used: Any) -> None:
@@ -159,6 +167,12 @@ class SupernetTrainer(Trainer):
                 f"not a supernet of {self.cfg.space!r}; pass the matching --space or another run"
             )
         check_classes(state, used, self.num_classes)
+        mine = self.net.describe() if self.few_shot else None
+        if state.get("few_shot") != mine:
+            raise CheckpointError(
+                f"{used} is a supernet with few-shot split {state.get('few_shot')}, not {mine}; "
+                "pass the same --few-shot or a new --run-dir"
+            )
         if state.get("space_opts") != self.space.options():
             raise CheckpointError(
                 f"{used} was trained with space options {state.get('space_opts')}, not {self.space.options()}; "
@@ -170,6 +184,9 @@ class SupernetTrainer(Trainer):
 
     # ---- training -----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        if self.few_shot and self.step >= self.split_step and not bool(self.net.is_split):
+            self.net.split(self.optimizer)
+            log.info("few-shot: split into %d sub-supernets on %s at step %d", self.net.k, self.net.decision, self.step)
         archs = self.sampler.archs(self.step)
         with self.autocast():
             logits = self.model(x, archs)

@@ -98,8 +98,7 @@ def test_extract_equals_supernet(opts):
     sup = space.supernet(10)
     rng = np.random.default_rng(3)
     x = torch.randn(2, 3, 32, 32)
-    for _ in range(20):
-        arch = space.sample(rng)
+    for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(18)]:
         sup.train()
         with torch.no_grad():
             sup(torch.randn(2, 3, 32, 32), arch)  # move the running stats away from their init
@@ -232,3 +231,32 @@ def test_fair_archs_use_every_op_of_every_slot_once():
         slots = list(zip(*(getattr(a, cell) for a in archs)))
         assert all(sorted(op for _, op in slot) == sorted(space.ops) for slot in slots)
         assert all(len({inp for inp, _ in slot}) == 1 for slot in slots)  # one input per slot per step
+
+
+def _one_edge_changes(space, arch):
+    """Every arch that differs from `arch` in one edge (its input or its op)."""
+    cells = [list(c) for c in space._cells(arch)]
+    for c, cell in enumerate(cells):
+        for k, (inp, op) in enumerate(cell):
+            for new in [(i, o) for i in range(k // 2 + 2) for o in space.ops if (i, o) != (inp, op)]:
+                changed = [list(x) for x in cells]
+                changed[c][k] = new
+                yield space._join([tuple(x) for x in changed])
+
+
+@pytest.mark.parametrize("opts", VARIANTS + [dict(channels=16, blocks=[0, 2, 2], ops="sep_conv_3x3,skip_connect")])
+def test_largest_and_smallest_bound_every_arch_by_mflops(opts):
+    """Sandwich sampling's extremes (by MFLOPs, then params): no sample and no one-edge change beats them."""
+    space = make_space("nasnet", **opts)
+    big, small = space.largest(), space.smallest()
+    space.validate(big)
+    space.validate(small)
+    key = lambda a: (space.cost(a).mflops, space.cost(a).params)  # noqa: E731
+    rng = np.random.default_rng(8)
+    samples = [key(space.sample(rng)) for _ in range(500)]
+    assert key(small) < min(samples) and max(samples) < key(big)
+    assert all(key(a) <= key(big) for a in _one_edge_changes(space, big))
+    assert all(key(a) >= key(small) for a in _one_edge_changes(space, small))
+    assert space.cost(big).params > space.cost(small).params
+    ref = count_thop(space.build(big, 10), 32)
+    assert space.cost(big).mflops == pytest.approx(ref.mflops, rel=0.01)

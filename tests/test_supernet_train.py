@@ -186,6 +186,30 @@ def test_score_reports_the_mean_cross_entropy_and_the_evaluator_can_maximise_it(
         SupernetEvaluator(trainer.space, ckpt, score="top5")
 
 
+def test_sandwich_on_the_nasnet_cell_space(tmp_path):
+    """The cell space declares its largest and smallest subnets, so the sandwich rule runs on it."""
+    opts = {"channels": 4, "blocks": [1, 1], "nodes": 3, "ops": "lanas", "concat": "loose"}
+    cfg = make_cfg(tmp_path, space="nasnet", space_opts=opts, strategy="sandwich", sandwich_k=1,
+                   search_size=4936, recal_images=32)  # fmt: skip
+    trainer = SupernetTrainer(cfg)
+    trainer.data.search = trainer.data.search.subset(torch.arange(64))
+    archs = trainer.sampler.archs(0)
+    assert archs[:2] == [trainer.space.largest(), trainer.space.smallest()] and len(archs) == 3
+    assert (
+        trainer.space.cost(archs[0]).mflops > trainer.space.cost(archs[2]).mflops > trainer.space.cost(archs[1]).mflops
+    )
+    result = trainer.fit()
+    assert result["step"] == 2 and {"acc_largest", "acc_smallest"} <= set(result)
+    # under uniform sampling the cell space's panel stays random cells (the checkpoints it selects unchanged)
+    uniform = SupernetTrainer(make_cfg(tmp_path / "u", space="nasnet", space_opts=opts, panel_random=2))
+    assert list(uniform.panel) == ["random0", "random1"]
+    from supernet.sampling import ArchSampler
+    from tests.toy_space import ToySpace
+
+    with pytest.raises(UserError, match="largest and smallest"):  # a space without them is still refused
+        ArchSampler(ToySpace(), "sandwich", 0)
+
+
 def test_sandwich_distillation_comes_from_largest():
     cfg = SupernetConfig(strategy="sandwich", kd_temperature=2.0, kd_weight=1.0)
     torch.manual_seed(0)
@@ -241,7 +265,8 @@ def test_throughput_benchmark_without_a_largest_arch(tmp_path):
     from bench.throughput import BenchThroughputConfig, main
 
     opts = {"ops": "lanas", "nodes": 2, "channels": 4, "blocks": [1, 1]}
-    res = main(BenchThroughputConfig(space="nasnet", space_opts=opts, strategies="uniform", batch_size=8, steps=2))
+    space = "tests.toy_space:NasnetWithoutExtremes"
+    res = main(BenchThroughputConfig(space=space, space_opts=opts, strategies="uniform", batch_size=8, steps=2))
     assert res["standalone_largest_img_s"] is None
     assert res["strategies"]["uniform"]["ratio_to_standalone_largest"] is None
     assert res["uniform_vs_same_subnet"]["memory_ratio"] >= 1.0

@@ -137,3 +137,21 @@ def evaluate(archs: list[ToyArch], space: ToySpace | None = None) -> list[dict[s
     """A user-evaluator example: the toy objective of each arch (default toy space options)."""
     space = space or ToySpace()
     return [{"metric": space.score(a)} for a in archs]
+
+
+def _nasnet_without_extremes() -> type:
+    from supernet.spaces.nasnet import NasnetSpace
+
+    class NasnetWithoutExtremes(NasnetSpace):
+        """The cell space with its largest and smallest subnets hidden: a space that declares none."""
+
+        def largest(self) -> None:
+            return None
+
+        def smallest(self) -> None:
+            return None
+
+    return NasnetWithoutExtremes
+
+
+NasnetWithoutExtremes = _nasnet_without_extremes()

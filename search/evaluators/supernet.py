@@ -25,6 +25,7 @@ from core.rundir import RunDir
 from core.runtime import select_device
 from search.evaluators import register_evaluator
 from supernet.evaluate import recal_subset, score_arch
+from supernet.fewshot import build_supernet
 from supernet.spaces.base import Space
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class SupernetEvaluator:
             raise UserError(f"{checkpoint} was trained with an empty search split: nothing to score architectures "
                             "on; train the supernet again with --search-size N (e.g. 1000)")  # fmt: skip
         self.data = data
-        self.net = space.supernet(state["num_classes"]).to(self.device)
+        # a few-shot supernet routes each arch to its sub-supernet (supernet/fewshot.py)
+        self.net = build_supernet(space, state["num_classes"], state.get("few_shot")).to(self.device)
         with contents_of(checkpoint, "pass a supernet last.pt that this tool wrote"):
             self.net.load_state_dict(state["model"])
         self.net.eval()

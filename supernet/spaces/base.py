@@ -41,6 +41,9 @@ class Space(abc.ABC):
     """A search space: architectures on one side, the networks that run them on the other."""
 
     name: str = "space"
+    # whether the supernet's validation panel scores largest() and smallest() besides random subnets
+    # (the sandwich rule always puts them there: it trains them)
+    panel_extremes: bool = True
 
     # ---- architectures -------------------------------------------------------------------
     @abc.abstractmethod
@@ -99,6 +102,11 @@ class Space(abc.ABC):
     def smallest(self) -> Arch | None:
         """The cheapest architecture, where the space has one."""
         return None
+
+    def decisions(self) -> dict[str, tuple[list[Any], Callable[[Any], Any]]]:
+        """The decisions a few-shot supernet may split on (`--few-shot NAME[:K]`): per name, its choices
+        and a function giving an arch's choice there. None by default."""
+        return {}
 
     def options(self) -> dict[str, Any]:
         """The constructor options, so `make_space(name, **options)` rebuilds this space."""

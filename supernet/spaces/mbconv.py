@@ -98,6 +98,17 @@ class MBConvSpace(Space):
         self.stage_ch = tuple(tuple(ch(c * w) for w in self.widths) for c in B0_CHANNELS)
         self._w_index = {w: i for i, w in enumerate(self.widths)}
 
+    def decisions(self) -> dict[str, tuple[list[Any], Any]]:
+        """`depthS`: the depth of searchable stage S (1-6); `resolution` and `widthS` where they vary."""
+        out: dict[str, tuple[list[Any], Any]] = {
+            f"depth{s + 1}": (list(self.depths), lambda a, s=s: len(a.kernels[s])) for s in range(self.n_stages)
+        }
+        if len(self.resolutions) > 1:
+            out["resolution"] = (list(self.resolutions), lambda a: a.resolution)
+        if len(self.widths) > 1:
+            out.update({f"width{s + 1}": (list(self.widths), lambda a, s=s: a.widths[s]) for s in range(self.n_stages)})
+        return out
+
     def options(self) -> dict[str, Any]:
         return {
             "stem": self.stem, "resolutions": list(self.resolutions), "depths": list(self.depths),

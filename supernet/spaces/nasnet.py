@@ -57,6 +57,10 @@ class NasnetSpace(Space):
     """DARTS-style cell space with configurable ops, nodes and macro layout."""
 
     name = "nasnet"
+    # The panel (and so which epoch's checkpoint is "best") stays random cells unless the sandwich rule
+    # trains the extremes: its all-pooling and all-sep_conv_5x5 cells are far from what uniform and fair
+    # sampling train, and runs made before the extremes were declared select the same checkpoints.
+    panel_extremes = False
 
     def __init__(
         self,
@@ -224,6 +228,56 @@ class NasnetSpace(Space):
         cells[c][k] = (inp, op)
         return self._join([tuple(x) for x in cells])
 
+    def decisions(self) -> dict[str, tuple[list[Any], Any]]:
+        """`normalK` / `reduceK`: the op of edge K (node K // 2) of the first normal / reduction cell."""
+        out: dict[str, tuple[list[Any], Any]] = {}
+        for kind in ("normal", "reduce"):
+            for k in range(2 * self.nodes):
+                out[f"{kind}{k}"] = (list(self.ops), lambda a, kind=kind, k=k: getattr(a, kind)[k][1])
+        return out
+
+    # ---- the extremes (sandwich sampling): by MFLOPs, as `cost` counts them ------------------------
+    def largest(self) -> CellArch:
+        """The arch of most MFLOPs (and params): every node reads both cell inputs (so both projections
+        run, every node is a loose end and, in a reduction cell, every edge is strided), each edge with
+        the op that costs most there (sep_conv_5x5 > sep_conv_3x3 > dil_conv_5x5 > ... > skip, pools)."""
+        cells = []
+        for reduction in [False] * self.n_normal + [True] * self.n_reduce:
+            edges = []
+            for k in range(2 * self.nodes):
+                inp = k % 2  # the two edges of a node read inputs 0 and 1
+                edges.append((inp, max(self.ops, key=lambda op: self._edge_cost(op, reduction, inp, -1))))
+            cells.append(tuple(edges))
+        return self._join(cells)
+
+    def smallest(self) -> CellArch:
+        """The arch of fewest MFLOPs (then params): the cheapest op on every edge, one cell input read
+        (the cheaper projection, found by `cost`), and each node reading the previous one, so that with
+        concat="loose" only the last node is concatenated (the narrowest output)."""
+        best: CellArch | None = None
+        n = self.n_normal + self.n_reduce
+        for first in range(4 if n > 1 else 2):  # which input node 0 reads, per kind of cell
+            cells = []
+            for reduction in [False] * self.n_normal + [True] * self.n_reduce:
+                inp0 = (first >> (1 if reduction else 0)) & 1
+                edges = []
+                for k in range(2 * self.nodes):
+                    inp = inp0 if k < 2 else k // 2 + 1  # node i (>= 1) reads node i - 1 (state i + 1)
+                    edges.append((inp, min(self.ops, key=lambda op: self._edge_cost(op, reduction, inp, 1))))
+                cells.append(tuple(edges))
+            arch = self._join(cells)
+            if best is None or _cost_key(self.cost(arch)) < _cost_key(self.cost(best)):
+                best = arch
+        assert best is not None
+        return best
+
+    def _edge_cost(self, op: str, reduction: bool, inp: int, order: int) -> tuple[int, int, int]:
+        """(MACs, params, tie-break) of `op` on an edge from state `inp`, at the first cell of its kind;
+        `order` makes ties go to the op listed first (1 for a min, -1 for a max)."""
+        slot = next((s for s in self.slots if s.reduction == reduction), self.slots[0])
+        macs, params = _op_table(self.ops, slot.channels, slot.size, slot.reduction)[self._op_index[op]][inp < 2]
+        return macs, params, order * self._op_index[op]
+
     def size(self) -> int:
         per_cell = math.prod(((i + 2) * len(self.ops)) ** 2 for i in range(self.nodes))
         return per_cell ** (self.n_normal + self.n_reduce)
@@ -278,15 +332,14 @@ class NasnetSpace(Space):
         g = _genotype_fields(genotype)
         cells = []
         for kind in ("normal", "reduce"):
-            try:
-                edges = tuple((int(inp), str(op)) for op, inp in g[kind])
-            except (TypeError, ValueError):
-                raise ArchError(f"nasnet: genotype {kind} must be a list of (op name, input index)") from None
+            edges = _genotype_edges(g.get(kind), f"nasnet: genotype {kind}")
             if len(edges) != 2 * self.nodes:
                 raise ArchError(
                     f"nasnet: genotype {kind} has {len(edges) // 2} nodes; make the space with nodes={len(edges) // 2}"
                 )
             concat = g.get(f"{kind}_concat")
+            if concat is not None and not isinstance(concat, (list, tuple, range)):
+                raise ArchError(f"nasnet: genotype {kind}_concat must be a list of node indices, e.g. range(2, 6)")
             if concat is not None and tuple(concat) != concat_nodes(edges, self.nodes, self.concat):
                 other = "loose" if self.concat == "all" else "all"
                 raise ArchError(
@@ -424,36 +477,128 @@ def read_lanet(text: str, options: dict[str, Any], where: str = "--lanet") -> tu
     return lists, implied
 
 
-def _genotype_fields(genotype: Any) -> dict[str, Any]:
-    keys = ("normal", "normal_concat", "reduce", "reduce_concat")
-    if isinstance(genotype, str):
+GENOTYPE_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+MAX_GENOTYPE_CHARS = 100_000  # a genotype is a few hundred characters; a bigger file is not one
+
+
+def read_genotype(text: str, options: dict[str, Any], where: str = "--genotype") -> tuple[dict, dict[str, Any]]:
+    """A DARTS genotype from the command line: the `Genotype(normal=[...], ...)` text itself, or a file
+    holding it (optionally as `NAME = Genotype(...)`). Parsed as literals, never evaluated.
+
+    Returns its fields and the space options it implies on top of `options`: nodes from its length,
+    DARTS's op set, and concat "all" when the concat lists name every node, else "loose" (NASNet /
+    LaNet) when they name the loose ends. Ops are checked against the space's op list here, so a
+    cell from a larger op set fails with the fix rather than deep in validation.
+    """
+    source = text.strip()
+    if not source:
+        raise ArchError(f"{where} is empty; give Genotype(normal=[...], ...) or a file holding it")
+    if not source.startswith(("Genotype", "{", "[", "(")) and "=" not in source:
+        file = Path(source)
+        if not file.is_file():
+            raise UserError(f"{where} {source[:60]!r}: no such file; give Genotype(normal=[...], ...) or a file")
+        if file.stat().st_size > MAX_GENOTYPE_CHARS:
+            raise ArchError(f"{where} {file}: {file.stat().st_size} bytes is too large for a genotype; give its text")
         try:
-            tree = ast.parse(genotype.strip(), mode="eval").body
+            source = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{where} {file}: cannot read it ({first_line(exc, 80)}); give a UTF-8 text file") from None
+        where = f"{where} {file}"
+    g = _genotype_fields(source, where)
+    for kind in ("normal", "reduce"):
+        if not isinstance(g.get(kind), (list, tuple)) or not g[kind] or len(g[kind]) % 2:
+            raise ArchError(f"{where}: {kind} must be a non-empty list of (op, input) pairs, two per node")
+    nodes = len(g["normal"]) // 2
+    if len(g["reduce"]) != 2 * nodes:
+        raise ArchError(f"{where}: normal has {nodes} nodes but reduce has {len(g['reduce']) // 2}; give both alike")
+    implied: dict[str, Any] = {"nodes": nodes, "ops": "darts"}
+    modes = []
+    for kind in ("normal", "reduce"):
+        edges = _genotype_edges(g[kind], f"{where}: {kind}")
+        concat = g.get(f"{kind}_concat")
+        if concat is None:
+            continue
+        if not isinstance(concat, (list, tuple)):
+            raise ArchError(f"{where}: {kind}_concat must be a list of node indices, e.g. range(2, {nodes + 2})")
+        if tuple(concat) == concat_nodes(edges, nodes, "all"):
+            modes.append("all")
+        elif tuple(concat) == concat_nodes(edges, nodes, "loose"):
+            modes.append("loose")
+        else:
+            raise ArchError(
+                f"{where}: {kind}_concat={list(concat)[:16]} is neither every node (range(2, {nodes + 2})) nor the "
+                "loose ends; this space concatenates one of the two"
+            )
+    if len(set(modes)) > 1:
+        raise ArchError(f"{where}: normal_concat and reduce_concat follow different rules; give both alike")
+    implied["concat"] = modes[0] if modes else "all"
+    implied.update(options)
+    ops = resolve_ops(implied["ops"])
+    used = dict.fromkeys(str(op) for kind in ("normal", "reduce") for op, _ in g[kind])
+    missing = [op for op in used if op not in ops]
+    if missing:
+        raise ArchError(
+            f"{where}: op {missing[0]!r} is not in the space's ops {list(ops)}; "
+            + ("drop ops from --space-opts" if "ops" in options else "name a set that has it in --space-opts ops=...")
+        )
+    return g, implied
+
+
+def _genotype_edges(pairs: Any, where: str) -> tuple[Edge, ...]:
+    try:
+        edges = tuple((int(inp), str(op)) for op, inp in pairs)
+    except (TypeError, ValueError, OverflowError):
+        raise ArchError(f"{where} must be a list of (op name, input index) pairs") from None
+    if any(isinstance(inp, bool) or not isinstance(inp, int) or not isinstance(op, str) for op, inp in pairs):
+        raise ArchError(f"{where} must be a list of (op name, input index) pairs")
+    return edges
+
+
+def _genotype_fields(genotype: Any, where: str = "nasnet: genotype") -> dict[str, Any]:
+    if isinstance(genotype, str):
+        if len(genotype) > MAX_GENOTYPE_CHARS:
+            raise ArchError(f"{where}: {len(genotype)} characters is too long for a genotype")
+        try:
+            body = ast.parse(genotype.strip(), mode="exec").body
+            if len(body) == 1 and isinstance(body[0], ast.Assign):  # `DARTS_V2 = Genotype(...)`, as genotypes.py
+                tree: ast.AST = body[0].value
+            elif len(body) == 1 and isinstance(body[0], ast.Expr):
+                tree = body[0].value
+            else:
+                raise ValueError("expected one expression")
             if isinstance(tree, ast.Call):
-                vals = [_literal(a) for a in tree.args] + [None] * 4
-                d = dict(zip(keys, vals[:4]))
-                d.update({kw.arg: _literal(kw.value) for kw in tree.keywords})
+                if getattr(tree.func, "id", None) != "Genotype":
+                    raise ValueError(f"calls {ast.unparse(tree.func)[:30]!r}, not Genotype")
+                if len(tree.args) > 4 or any(kw.arg not in GENOTYPE_KEYS for kw in tree.keywords):
+                    raise ValueError(f"Genotype takes {', '.join(GENOTYPE_KEYS)}")
+                d = dict(zip(GENOTYPE_KEYS, [_literal(a) for a in tree.args]))
+                d.update({str(kw.arg): _literal(kw.value) for kw in tree.keywords})
                 return d
             genotype = ast.literal_eval(tree)
-        except (SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:
+            why = "only literals and range(a, b) are read" if "malformed node" in str(exc) else first_line(exc, 80)
             raise ArchError(
-                f"nasnet: cannot parse genotype string ({exc}); expected Genotype(normal=[...], ...)"
+                f"{where}: cannot parse it ({why}); expected Genotype(normal=[('sep_conv_3x3', 0), "
+                "...], normal_concat=range(2, 6), reduce=[...], reduce_concat=range(2, 6))"
             ) from None
     if isinstance(genotype, dict):
         return genotype
     if hasattr(genotype, "normal") and hasattr(genotype, "reduce"):
-        return {k: getattr(genotype, k, None) for k in keys}
+        return {k: getattr(genotype, k, None) for k in GENOTYPE_KEYS}
     if isinstance(genotype, (list, tuple)) and len(genotype) in (2, 4):
-        return dict(zip(keys, genotype)) if len(genotype) == 4 else {"normal": genotype[0], "reduce": genotype[1]}
+        return dict(zip(GENOTYPE_KEYS, genotype)) if len(genotype) == 4 else dict(zip(("normal", "reduce"), genotype))
     raise ArchError(
-        "nasnet: a genotype is a Genotype namedtuple, its string, a dict or [normal, concat, reduce, concat]"
+        f"{where}: a genotype is a Genotype namedtuple, its string, a dict or [normal, concat, reduce, concat]"
     )
 
 
 def _literal(node: ast.AST) -> Any:
-    # `range(2, 6)` is the one call DARTS genotypes contain; everything else must be a literal.
+    # `range(a, b)` is the one call DARTS genotypes contain (read here, never run); the rest must be literals.
     if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
-        return list(range(*[ast.literal_eval(a) for a in node.args]))
+        args = [ast.literal_eval(a) for a in node.args]
+        if node.keywords or not 1 <= len(args) <= 2 or not all(type(a) is int and 0 <= a <= 64 for a in args):
+            raise ValueError("range() of a genotype takes one or two integers in [0, 64]")
+        return list(range(*args))
     return ast.literal_eval(node)
 
 
@@ -477,6 +622,10 @@ def _op_cost(op: str, c: int, size: int, stride: int) -> tuple[int, int]:
     if op == "skip_connect" and stride == 2:
         return c * c * h * h, c * c + 2 * c
     return 0, 0  # max pool, identity, none
+
+
+def _cost_key(cost: Cost) -> tuple[float, float]:
+    return cost.mflops, cost.params
 
 
 def _stem_cost(channels: int, resolution: int) -> tuple[int, int]:

@@ -168,6 +168,10 @@ class NB201Space(Space):
     def smallest(self) -> NB201Arch:
         return ("none",) * len(EDGES)
 
+    def decisions(self) -> dict[str, tuple[list[Any], Any]]:
+        """`edge0`..`edge5`: the op of each edge (in EDGES order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)."""
+        return {f"edge{e}": (list(OPS), lambda a, e=e: a[e]) for e in range(len(EDGES))}
+
     def options(self) -> dict[str, Any]:
         return {"channels": self.channels, "cells": self.cells, "resolution": self.resolution}
 

@@ -159,6 +159,15 @@ class ResNet20Space(Space):
     def smallest(self) -> ChannelArch:
         return self._pack([self.choices[s][0] for _, s in self._slots()])
 
+    def decisions(self) -> dict[str, tuple[list[Any], Any]]:
+        """`stageS`: the output width of stage S (1-3); `innerB`: the inner width of block B (stage-major)."""
+        out: dict[str, tuple[list[Any], Any]] = {
+            f"stage{s + 1}": (list(self.choices[s]), lambda a, s=s: a.stages[s]) for s in range(3)
+        }
+        for b in range(3 * self.blocks):
+            out[f"inner{b + 1}"] = (list(self.choices[b // self.blocks]), lambda a, b=b: a.inner[b])
+        return out
+
     def options(self) -> dict[str, Any]:
         return {
             "ratios": list(self.ratios),
