@@ -12,13 +12,14 @@ from typing import Any
 
 from core.config import CommonConfig, opt
 from core.errors import UserError
+from search.executors import ExecutorConfig, validate_executor
 
 BUILTIN_SEARCHERS = ("lanas", "evolution", "random")
 BUILTIN_EVALUATORS = ("supernet", "train", "table")
 
 
 @dataclass
-class SearchConfig(CommonConfig):
+class SearchConfig(CommonConfig, ExecutorConfig):
     """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
 
     space: str = opt("nb201", "search space: a built-in name (nb201, nasnet, mbconv, resnet20) or module:Class")
@@ -96,6 +97,7 @@ class SearchConfig(CommonConfig):
             )
         if self.evaluator == "table" and not self.table:
             raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+        validate_executor(self)
 
 
 @dataclass

@@ -141,6 +141,9 @@ def _resume(cfg: SearchConfig, searcher: Searcher, out: Path) -> tuple[list[dict
     if state.get("searcher_name") != cfg.searcher or int(state.get("seed", -1)) != cfg.seed:
         raise UserError(f"{used} is from searcher {state.get('searcher_name')!r} seed {state.get('seed')}; "
                         "resume with the same --searcher and --seed or use a new --run-name")  # fmt: skip
+    if state.get("executor", "inprocess") != cfg.executor and cfg.executor == "inprocess":
+        raise UserError(f"{used} is from an asynchronous search (--executor {state['executor']}); resume it with "
+                        f"--executor {state['executor']}")  # fmt: skip
     done = int(state["evaluated"])
     if done > len(records):
         raise CheckpointError(f"{used} saw {done} evaluations but {journal} has {len(records)}; restore the journal")
@@ -162,6 +165,10 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         records, done, elapsed = _resume(cfg, searcher, out)
     elif read_jsonl(journal):
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
+    if cfg.executor == "ray":  # asynchronous trials on Ray workers: search/async_loop.py
+        from search.async_loop import run_async_search
+
+        return run_async_search(cfg, space, searcher, out, records, done, elapsed)
     evaluator = make_evaluator(cfg, space, trusted=True)
     if cfg.prior:
         log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
