@@ -33,17 +33,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("retrain.config:ExportConfig", "retrain.export:main", "export a retrained model (torch.export, ONNX)"),
     "latency-table": ("supernet.latency:LatencyTableConfig", "supernet.latency:table_main", "measure a latency table"),
     "latency": ("supernet.latency:LatencyConfig", "supernet.latency:latency_main", "predicted and measured latency"),
-    "bench-supernet": ("supernet.bench:BenchSupernetConfig", "supernet.bench:main", "supernet vs standalone cost"),
-    "bench-throughput": (
-        "supernet.bench_throughput:BenchThroughputConfig",
-        "supernet.bench_throughput:main",
-        "supernet training images/s per strategy",
-    ),
-    "bench-search": ("search.config:BenchSearchConfig", "search.bench:run_bench_search", "searchers on a table"),
-    "bench-nb201": ("supernet.bench_nb201:BenchNB201Config", "supernet.bench_nb201:main", "one-shot NAS-Bench-201"),
-    "bench-latency": ("bench.latency:BenchLatencyConfig", "bench.latency:main", "latency table against measurement"),
-    "bench-gpu": ("bench.gpu:BenchGpuConfig", "bench.gpu:main", "AMP parity, GPU training throughput, loader rate"),
 }
+try:  # the benchmarks (bench-*) register their own commands; an installed toolkit comes without them
+    from bench import COMMANDS as BENCH_COMMANDS
+except ModuleNotFoundError as exc:
+    if exc.name != "bench":
+        raise
+    BENCH_COMMANDS = {}
+COMMANDS.update(BENCH_COMMANDS)
 
 
 def _load(spec: str) -> Any:
@@ -129,7 +126,7 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
 
     from core import distributed, runtime
     from core.config import resolve
-    from core.rundir import deferred_run_config, resolve_run_dir, run_dir_lock
+    from core.rundir import RunDir, deferred_run_config, resolve_run_dir, run_dir_lock
 
     cfg = resolve(cfg_cls, args, stage=args.command, stages=STAGES)
     quiet = bool(getattr(cfg, "quiet", False))
@@ -137,7 +134,7 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
     run_dir = None
     if hasattr(cfg, "run_dir"):
         run_dir = resolve_run_dir(cfg, args.command, args.preset)
-        log_file = run_dir / "log.txt"
+        log_file = RunDir(run_dir).log
     runtime.setup_logging(quiet=quiet, log_file=log_file)
     runtime.set_threads(getattr(cfg, "threads", 0))
     if hasattr(cfg, "seed"):
@@ -149,7 +146,8 @@ def dispatch(args: argparse.Namespace, cfg_cls: type) -> int:
             main_rank = int(os.environ.get("RANK", "0")) == 0
             if main_rank:
                 stack.enter_context(run_dir_lock(run_dir, args.command))
-            stack.enter_context(deferred_run_config(cfg, run_dir, f"{args.command}.config.yaml", enabled=main_rank))
+            record = RunDir(run_dir).config(args.command).name
+            stack.enter_context(deferred_run_config(cfg, run_dir, record, enabled=main_rank))
         try:
             result = _load(COMMANDS[args.command][1])(cfg)
         finally:

@@ -147,15 +147,16 @@ def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> t
 
 
 def find_resume(
-    resume: str, out_dir: Path, metrics: Any, map_location: str | torch.device = "cpu"
+    resume: str, last: Path, metrics: Any, map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, Any], Path] | None:
     """The checkpoint a training run continues from, following `--resume` ('' / 'auto' / a path).
 
-    Without --resume an existing `last.pt` is an error (never overwrite a run silently). With it, the
-    newest good checkpoint (see `load_latest`) or None for a fresh start; metrics lines written after
-    that checkpoint are dropped from `metrics` (a `MetricsLogger`), since they will be logged again.
+    `last` is the run's own checkpoint (`last.pt`). Without --resume an existing one is an error (never
+    overwrite a run silently). With it, the newest good checkpoint (see `load_latest`) or None for a
+    fresh start; metrics lines written after that checkpoint are dropped from `metrics` (a
+    `MetricsLogger`), since they will be logged again.
     """
-    path = Path(resume) if resume not in ("", "auto") else out_dir / "last.pt"
+    path = Path(resume) if resume not in ("", "auto") else Path(last)
     if not resume:
         if path.exists():
             raise UserError(f"{path} exists: add --resume auto to continue it, or pass another --run-dir")

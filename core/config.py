@@ -57,6 +57,7 @@ class CommonConfig:
     num_classes: int = opt(0, "expected number of classes (0: take it from the dataset); checked against the data")
     image_size: int = opt(0, "input resolution (0: the dataset's own size)")
     search_size: int = opt(1000, "training images held out as the search split (never the test split)")
+    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
     threads: int = opt(0, "torch compute threads per process (0: free cores / local ranks)")
     resume: str = opt("", "'auto' to continue from the latest good checkpoint in the run directory, or a path")
     quiet: bool = opt(False, "no progress bars, warnings only")
@@ -78,6 +79,75 @@ class CommonConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+DEFAULT_SPACE = "nasnet"
+AMP_MODES = ("off", "fp16", "bf16")
+
+
+@dataclass
+class SpaceOptions:
+    """The search space and its constructor options (one meaning in every stage)."""
+
+    space: str = opt(
+        "",
+        f"search space: nasnet, mbconv, nb201, resnet20, or module:Class; empty: {DEFAULT_SPACE} "
+        "(retrain: the space the arch names)",
+    )
+    space_opts: dict = opt({}, "space constructor options (macro network), KEY=VALUE, e.g. channels=16 blocks=2,2")
+    # retrain reads the space from the arch it trains; the other stages fall back to DEFAULT_SPACE
+    SPACE_FROM_ARCH: typing.ClassVar[bool] = False
+
+    def validate(self) -> None:
+        if not self.space and not self.SPACE_FROM_ARCH:
+            self.space = DEFAULT_SPACE
+        super().validate()  # type: ignore[misc]
+
+
+@dataclass
+class AmpOptions:
+    amp: str = opt("off", "mixed precision: fp16 (CUDA, with a grad scaler) or bf16 (CPU and CUDA)", choices=AMP_MODES)
+
+
+@dataclass
+class OptimOptions:
+    """Optimiser and learning-rate schedule (`core.optim.make_optimizer` reads these)."""
+
+    epochs: int = opt(10, "training epochs")
+    batch_size: int = opt(64, "global batch size (split evenly over ranks)")
+    optimizer: str = opt("sgd", "sgd (momentum), nesterov, or adamw", choices=("sgd", "nesterov", "adamw"))
+    lr: float = opt(0.05, "peak learning rate (for the global batch)")
+    min_lr: float = opt(0.0, "final learning rate of the cosine schedule")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(3e-4, "weight decay (not applied to BatchNorm parameters and biases)")
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (counted in steps)")
+    grad_clip: float = opt(5.0, "clip the gradient norm to this value (0: off)")
+
+
+@dataclass
+class TrainOptions(OptimOptions, AmpOptions):
+    """What every training stage (`core.trainer.Trainer`) shares besides its recipe: stop, checkpoints, data."""
+
+    max_steps: int = opt(0, "stop after this many optimizer steps with a checkpoint, as if preempted (0: off)")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy (retrain: folded into Mixup targets)")
+    channels_last: bool = opt(True, "channels-last memory format on CUDA (ignored on the CPU)")
+    eval_every: int = opt(1, "evaluate every N epochs (and at the end)")
+    checkpoint_minutes: float = opt(10.0, "also checkpoint every N minutes inside an epoch (0: epochs only)")
+    nan_policy: str = opt(
+        "stop", "on a NaN/inf loss: stop (last good checkpoint kept) or skip the step", choices=("stop", "skip")
+    )
+    train_images: int = opt(0, "train on N training images only, a fixed subset (0: all; for smoke runs)")
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[misc]
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise UserError("--batch-size must be >= 1 and --lr > 0")
+        if self.max_steps < 0 or self.train_images < 0 or self.grad_clip < 0 or self.checkpoint_minutes < 0:
+            raise UserError("--max-steps, --train-images, --grad-clip and --checkpoint-minutes must be >= 0")
+        if not 0 <= self.label_smoothing < 1 or self.eval_every < 1:
+            raise UserError("--label-smoothing must be in [0, 1) and --eval-every >= 1")
 
 
 def check_values(cfg: Any) -> None:

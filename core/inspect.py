@@ -10,6 +10,7 @@ import torch
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
 from core.jsonl import read_jsonl
+from core.rundir import RunDir
 
 _META_KEYS = ("kind", "space", "arch", "epoch", "step", "best", "metrics", "num_classes")
 
@@ -43,7 +44,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         except UserError as exc:
             ckpts[str(p.relative_to(run_dir))] = {"error": str(exc)}
     out["checkpoints"] = ckpts
-    journal = run_dir / "search" / "journal.jsonl"
+    journal = RunDir(run_dir).search.journal
     if journal.exists():
         out["evaluated_archs"] = len(read_jsonl(journal))
     return out

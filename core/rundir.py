@@ -1,7 +1,12 @@
-"""Run directories: where a command writes its config, log, metrics and TensorBoard events.
+"""Run directories: the one place that knows where a run's files live (`RunDir`), and who may write them.
 
-checkpoints/<run>/config.yaml, log.txt
-checkpoints/<run>/<stage>/metrics.jsonl, tb/, last.pt ...
+    <run_dir>/<command>.config.yaml, log.txt, .lock
+    <run_dir>/supernet/     last.pt (+ last.prev.pt), best.pt, metrics.jsonl, tb/
+    <run_dir>/search/       journal.jsonl, state.pt, topk.json, pareto.json, pareto.png, best_so_far.png, tb/
+    <run_dir>/retrain/<id>/ last.pt, ema.pt, report.json, curve.png, metrics.jsonl, tb/, export/
+
+Every stage names its files through `RunDir(path)`: `RunDir(p).supernet.last`, `.search.topk`,
+`.retrain("top1").report`; no module spells out another stage's file names.
 
 One writer per run directory: a command that writes into one holds `<run_dir>/.lock` (an advisory
 `flock`, with the holder's pid, host and start time as JSON inside) for its whole life; a second
@@ -30,7 +35,129 @@ from core.errors import UserError
 from core.jsonl import append_jsonl, read_jsonl
 
 ROOT = Path("checkpoints")
+LOCK_NAME = ".lock"
 log = logging.getLogger(__name__)
+
+
+class StageDir:
+    """A stage's folder; the file names every stage shares (checkpoint, metrics, TensorBoard events)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def last(self) -> Path:
+        """The resumable checkpoint (its previous generation is `last.prev.pt`, see core.checkpoint)."""
+        return self.path / "last.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+
+class SupernetDir(StageDir):
+    @property
+    def best(self) -> Path:
+        """The checkpoint of the best subnet-panel accuracy so far."""
+        return self.path / "best.pt"
+
+
+class SearchDir(StageDir):
+    @property
+    def state(self) -> Path:
+        """The searcher's resumable state (the search's `last.pt`)."""
+        return self.path / "state.pt"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal.jsonl"
+
+    @property
+    def topk(self) -> Path:
+        return self.path / "topk.json"
+
+    @property
+    def pareto(self) -> Path:
+        return self.path / "pareto.json"
+
+    @property
+    def pareto_plot(self) -> Path:
+        return self.path / "pareto.png"
+
+    @property
+    def best_plot(self) -> Path:
+        return self.path / "best_so_far.png"
+
+
+class RetrainDir(StageDir):
+    @property
+    def arch_id(self) -> str:
+        return self.path.name
+
+    @property
+    def ema(self) -> Path:
+        return self.path / "ema.pt"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.path / "curve.png"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+
+class RunDir:
+    """The layout of one run directory: `RunDir(p).supernet.last`, `.search.topk`, `.retrain(arch_id).report`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def supernet(self) -> SupernetDir:
+        return SupernetDir(self.path / "supernet")
+
+    @property
+    def search(self) -> SearchDir:
+        return SearchDir(self.path / "search")
+
+    @property
+    def retrain_root(self) -> Path:
+        """The folder holding one `RetrainDir` per retrained architecture."""
+        return self.path / "retrain"
+
+    def retrain(self, arch_id: str) -> RetrainDir:
+        return RetrainDir(self.retrain_root / arch_id)
+
+    def retrained(self) -> list[RetrainDir]:
+        """The retrain folders that hold a checkpoint, by name."""
+        return [RetrainDir(p.parent) for p in sorted(self.retrain_root.glob("*/last.pt"))]
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.txt"
+
+    def config(self, command: str) -> Path:
+        """The record of `run.py <command>`'s resolved options (`pipeline.config.yaml`, ...)."""
+        return self.path / f"{command}.config.yaml"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_NAME
 
 
 def resolve_run_dir(cfg: Any, command: str, preset: str | None = None) -> Path:
@@ -97,7 +224,6 @@ def commit_run_config() -> Path | None:
 
 # ---- one writer per run directory ------------------------------------------------------------------
 
-LOCK_NAME = ".lock"
 _held: dict[str, list[Any]] = {}  # resolved lock path -> [fd, depth]: the lock is re-entrant in one process
 
 
@@ -135,7 +261,7 @@ def run_dir_lock(run_dir: Path, command: str) -> Iterator[None]:
     """
     from core.errors import UserError
 
-    path = Path(run_dir) / LOCK_NAME
+    path = RunDir(run_dir).lock
     key = str(path.resolve())
     if key in _held:
         _held[key][1] += 1
@@ -206,14 +332,14 @@ class MetricsLogger:
     def __init__(self, directory: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
         self.directory = Path(directory)
         self.enabled = enabled
-        self.path = self.directory / "metrics.jsonl"
+        self.path = StageDir(self.directory).metrics
         self._tb = None
         if enabled:
             self.directory.mkdir(parents=True, exist_ok=True)
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.directory / "tb"))
+                self._tb = SummaryWriter(str(StageDir(self.directory).tb))
 
     def log(self, record: dict[str, Any], step: int | None = None) -> None:
         if not self.enabled:

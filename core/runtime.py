@@ -62,7 +62,8 @@ def free_cores() -> int:
 def set_threads(threads: int = 0) -> int:
     """Set torch's compute threads: explicit, or the free cores divided among local ranks.
 
-    Oversubscribing cores (two ranks with two threads each on two cores) runs about 20x slower.
+    More threads than free cores (two ranks with two threads each on two cores) makes the threads of
+    one operation wait for each other on every parallel region, so the default never oversubscribes.
     """
     if threads <= 0:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import CommonConfig, opt
+from core.config import AmpOptions, CommonConfig, SpaceOptions, opt
 from core.errors import UserError
 
 
 @dataclass
-class PipelineConfig(CommonConfig):
-    """Supernet, search and retraining of the top-k architectures in one run directory."""
+class PipelineConfig(SpaceOptions, AmpOptions, CommonConfig):
+    """Supernet, search and retraining of the top-k architectures in one run directory.
 
-    space: str = opt("nasnet", "search space of all three stages (nasnet, mbconv, nb201, resnet20, module:Class)")
-    space_opts: dict = opt({}, "space options shared by the supernet and the search (KEY=VALUE)")
-    amp: str = opt("off", "mixed precision for every stage", choices=("off", "fp16", "bf16"))
-    split_seed: int = opt(0, "seed of the search split carved from the training set")
+    Its space, space options, amp and the common options are every stage's (see `pipeline.run.stage_config`).
+    """
+
     supernet: dict = opt({}, "options of the supernet stage (see run.py supernet --help), KEY=VALUE")
     search: dict = opt({}, "options of the search stage (see run.py search --help), KEY=VALUE")
     retrain: dict = opt({}, "options of the retrain stage (see run.py retrain --help), KEY=VALUE")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jsonl import read_jsonl
+from core.rundir import RunDir
 from supernet.spaces.base import Space
 
 
@@ -29,7 +30,7 @@ def _plt() -> Any:
 
 def supernet_curves(run_dir: Path, path: Path) -> int:
     """Train loss and panel accuracies per epoch; returns the number of epochs plotted."""
-    rows = [r for r in read_jsonl(run_dir / "supernet" / "metrics.jsonl") if "epoch" in r]
+    rows = [r for r in read_jsonl(RunDir(run_dir).supernet.metrics) if "epoch" in r]
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     epochs = [r["epoch"] for r in rows]
@@ -130,8 +131,8 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
     run_dir = Path(run_dir)
     figs = run_dir / "report"
     figs.mkdir(exist_ok=True)
-    records = read_jsonl(run_dir / "search" / "journal.jsonl")
-    topk = json.loads((run_dir / "search" / "topk.json").read_text())
+    records = read_jsonl(RunDir(run_dir).search.journal)
+    topk = json.loads(RunDir(run_dir).search.topk.read_text())
     chosen = [t["str"] for t in topk[: max(1, sum(r["arch_id"].startswith("top") for r in retrained))]]
     epochs = supernet_curves(run_dir, figs / "supernet.png")
     points = search_plots(records, chosen, figs / "best_so_far.png", figs / "scatter.png")
@@ -151,14 +152,18 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
     return info
 
 
-def _row(r: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.run import _test_acc
+def retrained_top1(result: dict[str, Any]) -> float | None:
+    """The final test top-1 of a retrain report (raw weights; the EMA's is in the report beside it)."""
+    value = (result.get("final") or {}).get("test_top1")
+    return float(value) if isinstance(value, (int, float)) else None
 
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
     cost = r.get("complexity") or r.get("cost") or r  # retrain's report.json keeps them under "complexity"
     ema = (r.get("final") or {}).get("ema_test_top1")
     return {
         "model": r["arch_id"],
-        "test top-1 (%)": _test_acc(r),
+        "test top-1 (%)": retrained_top1(r),
         "EMA test top-1 (%)": ema,
         "params (M)": cost.get("params_m", cost.get("params")),
         "MFLOPs": cost.get("mflops"),

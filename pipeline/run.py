@@ -21,25 +21,23 @@ from typing import Any
 import numpy as np
 
 from core.checkpoint import load_checkpoint
-from core.config import CommonConfig, build_config, load_yaml
+from core.config import build_config, load_yaml
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
-from core.rundir import commit_run_config
+from core.rundir import RunDir, commit_run_config
 from pipeline.config import PipelineConfig
 from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
-_SHARED = ("space", "space_opts", "amp", "split_seed")
 # options that do not change what a run computes: a rerun may change them
 _NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device")
-RECORD = "pipeline.config.yaml"
 
 
 def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
     """`UserError` naming the options in which `cfg` differs from the run recorded in `run_dir` (if any)."""
     import yaml
 
-    record = run_dir / RECORD
+    record = RunDir(run_dir).config("pipeline")
     if not record.exists():
         return
     saved = load_yaml(record)
@@ -56,16 +54,21 @@ def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
 
 
 def stage_config(cls: type, cfg: PipelineConfig, section: dict[str, Any], name: str, **fixed: Any) -> Any:
-    """A stage's config: the pipeline's shared options, then its section, then what the pipeline fixes."""
+    """A stage's config: the options it shares with the pipeline, then its section, then what the pipeline fixes.
+
+    Shared are the options of the pipeline's base classes (`CommonConfig`, `SpaceOptions`, `AmpOptions`)
+    that the stage has too; the run name is the pipeline's alone.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
-    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig) if f.name != "run_name"}
-    shared = {k: getattr(cfg, k) for k in _SHARED if k in names}
-    values = {**common, **shared, **section, **fixed, "run_dir": cfg.run_dir, "resume": "auto"}
+    bases = type(cfg).__bases__
+    shared = {f.name: getattr(cfg, f.name) for b in bases for f in dataclasses.fields(b) if f.name in names}
+    shared.pop("run_name", None)
+    values = {**shared, **section, **fixed, "run_dir": cfg.run_dir, "resume": "auto"}
     return build_config(cls, values, source=f"the pipeline's {name} section")
 
 
 def supernet_done(run_dir: Path) -> bool:
-    path = run_dir / "supernet" / "last.pt"
+    path = RunDir(run_dir).supernet.last
     try:
         return path.exists() and bool(load_checkpoint(path).get("finished"))
     except CheckpointError:
@@ -73,8 +76,8 @@ def supernet_done(run_dir: Path) -> bool:
 
 
 def search_done(run_dir: Path, budget: int) -> bool:
-    out = run_dir / "search"
-    return (out / "topk.json").exists() and len(read_jsonl(out / "journal.jsonl")) >= budget
+    out = RunDir(run_dir).search
+    return out.topk.exists() and len(read_jsonl(out.journal)) >= budget
 
 
 def main(cfg: PipelineConfig) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     from search.config import SearchConfig
     from supernet.config import SupernetConfig
 
-    run_dir = Path(cfg.run_dir)
+    run_dir, dirs = Path(cfg.run_dir), RunDir(cfg.run_dir)
     check_same_run(cfg, run_dir)
     sn_cfg = stage_config(SupernetConfig, cfg, cfg.supernet, "supernet")
     se_cfg = stage_config(SearchConfig, cfg, {"evaluator": "supernet", **cfg.search}, "search")
@@ -91,11 +94,11 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     commit_run_config()  # accepted: this is the run's record from now on
 
     if supernet_done(run_dir):
-        log.info("[1/3] supernet: finished checkpoint found in %s, skipped", run_dir / "supernet")
+        log.info("[1/3] supernet: finished checkpoint found in %s, skipped", dirs.supernet.path)
     else:
         from supernet.train import SupernetTrainer
 
-        log.info("[1/3] supernet: training (%s)", "resuming" if (run_dir / "supernet" / "last.pt").exists() else "new")
+        log.info("[1/3] supernet: training (%s)", "resuming" if dirs.supernet.last.exists() else "new")
         if not SupernetTrainer(sn_cfg).fit()["finished"]:
             return {"stopped": "supernet", "resume": "rerun the same command"}
 
@@ -108,11 +111,11 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         if str(run_search(se_cfg)["stopped"]).startswith("SIG"):  # stopped by SIGTERM/SIGINT: do not retrain yet
             return {"stopped": "search", "resume": "rerun the same command"}
 
-    topk = json.loads((run_dir / "search" / "topk.json").read_text())
+    topk = json.loads(dirs.search.topk.read_text())
     if not topk:
         raise UserError("the search found no feasible architecture; relax --max-mflops/--max-params or raise --budget")
     results = [
-        _retrain(cfg, f"top{r + 1}", arch_file=str(run_dir / "search" / "topk.json"), rank=r)
+        _retrain(cfg, f"top{r + 1}", arch_file=str(dirs.search.topk), rank=r)
         for r in range(min(cfg.retrain_topk, len(topk)))
     ]
     if cfg.baseline and results:
@@ -138,7 +141,7 @@ def _retrain(cfg: PipelineConfig, arch_id: str, **source: Any) -> dict[str, Any]
     from retrain.config import RetrainConfig
     from retrain.train import main as retrain_main
 
-    report = Path(cfg.run_dir) / "retrain" / arch_id / "report.json"
+    report = RunDir(cfg.run_dir).retrain(arch_id).report
     if report.exists():
         log.info("[3/3] retrain %s: report found, skipped", arch_id)
     else:
@@ -177,10 +180,10 @@ def random_same_flops(cfg: PipelineConfig, best: dict[str, Any], tolerance: floa
 
 def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]], report: dict[str, Any]) -> dict:
     """What the user needs at the end: where the report is, the best architecture, its cost, how to export."""
-    from pipeline.report import describe_estimate
+    from pipeline.report import describe_estimate, retrained_top1
 
     top = next((r for r in results if r["arch_id"] == "top1"), None)
-    acc = _test_acc(top) if top else None
+    acc = retrained_top1(top) if top else None
     lines = [
         f"report: {report['markdown']} (and {report['html']})",
         f"best architecture: {best['str']}",
@@ -190,19 +193,13 @@ def summarize(run_dir: Path, best: dict[str, Any], results: list[dict[str, Any]]
     if acc is not None:
         lines.append(f"  retrained: test top-1 {acc:.2f}%")
     base = next((r for r in results if r["arch_id"] == "baseline-random"), None)
-    if base is not None and _test_acc(base) is not None:
-        lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {_test_acc(base):.2f}%")
+    if base is not None and retrained_top1(base) is not None:
+        lines.append(f"  random architecture of the same MFLOPs, same budget: test top-1 {retrained_top1(base):.2f}%")
     lines.append(f"export: python run.py export --run-dir {shlex.quote(str(run_dir))} --arch-id top1")
     return {
         "report": report["markdown"],
         "best": best["str"],
         "test_top1": acc,
-        "baseline_top1": _test_acc(base) if base else None,
+        "baseline_top1": retrained_top1(base) if base else None,
         "lines": lines,
     }
-
-
-def _test_acc(result: dict[str, Any]) -> float | None:
-    """The final test top-1 of a retrain report (raw weights; the EMA's is in the report beside it)."""
-    value = (result.get("final") or {}).get("test_top1")
-    return float(value) if isinstance(value, (int, float)) else None

@@ -1,25 +1,28 @@
 """Configuration of `run.py retrain` and `run.py export`.
 
-The defaults are the DARTS / LaNet CIFAR retraining recipe (Liu et al. 2019; Wang et al. 2021):
-SGD with momentum, lr 0.025 on batch 96 with a cosine schedule, weight decay 3e-4, gradient
-clipping at 5, drop path ramped to its final value, and the auxiliary head at weight 0.4 when the
-space builds one. Cutout, AutoAugment, Mixup, EMA and distillation are options (the MicroNet entry's
-bag of tricks), all off unless asked for.
+The optimiser, schedule and runtime options are shared with the supernet (`core.config.TrainOptions`,
+one default each: a short run); the presets in configs/ hold the full recipes, e.g. the DARTS / LaNet
+CIFAR retraining (Liu et al. 2019; Wang et al. 2021) in nasnet-cifar10: SGD with momentum and a
+cosine schedule, weight decay 3e-4, gradient clipping at 5, drop path ramped to its final value,
+and the auxiliary head at weight 0.4 when the space builds one. Cutout, AutoAugment, Mixup, EMA and
+distillation are options (the MicroNet entry's bag of tricks), all off unless asked for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import CommonConfig, opt
+from core.config import CommonConfig, SpaceOptions, TrainOptions, opt
 from core.errors import UserError
 
 POLICIES = ("off", "randaugment", "autoaugment")
 
 
 @dataclass
-class RetrainConfig(CommonConfig):
+class RetrainConfig(SpaceOptions, TrainOptions, CommonConfig):
     """Train one architecture (or a timm model) from scratch and measure it on the test split."""
+
+    SPACE_FROM_ARCH = True  # an empty --space is the one the arch names (nasnet for --lanet)
 
     # ---- what to train -------------------------------------------------------------------------
     arch_file: str = opt("", "a search's topk.json (or any JSON list of {'rank', 'arch'}) to read --rank from")
@@ -31,29 +34,12 @@ class RetrainConfig(CommonConfig):
         "stage separated by ';' (per-stage cells, SLNAS-style; the space gets per_stage=true)",
     )
     model: str = opt("", "'timm:<name>' trains a timm model instead (random init, never downloads)")
-    space: str = opt("", "search space of the arch; empty: the arch JSON's 'space' key (nasnet for --lanet)")
-    space_opts: dict = opt(
-        {}, "macro options of the network, e.g. channels=36 blocks=6,6,6 auxiliary=true (timm: create_model kwargs)"
-    )
     arch_id: str = opt("", "output folder name under <run_dir>/retrain/; empty: derived from the arch")
     # ---- data ----------------------------------------------------------------------------------
     use_search_split: bool = opt(True, "also train on the search split: the final model sees every training image")
-    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
-    train_images: int = opt(0, "train on the first N training images only (0: all; for smoke runs)")
     test_images: int = opt(0, "evaluate on the first N test images only (0: all; for smoke runs)")
     # ---- optimisation --------------------------------------------------------------------------
-    epochs: int = opt(600, "training epochs")
-    max_steps: int = opt(0, "stop after this many optimizer steps with a checkpoint, as if preempted (0: off)")
-    batch_size: int = opt(96, "global batch size (split evenly over ranks)")
     eval_batch_size: int = opt(256, "batch size of the test-split evaluation")
-    optimizer: str = opt("sgd", "sgd (momentum), nesterov, or adamw", choices=("sgd", "nesterov", "adamw"))
-    lr: float = opt(0.025, "peak learning rate (for the global batch)")
-    min_lr: float = opt(0.0, "final learning rate of the cosine schedule")
-    momentum: float = opt(0.9, "SGD momentum")
-    weight_decay: float = opt(3e-4, "weight decay (not applied to BatchNorm parameters and biases)")
-    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (counted in steps)")
-    grad_clip: float = opt(5.0, "clip the gradient norm to this value (0: off)")
-    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy (folded into Mixup targets)")
     dropout: float = opt(0.0, "dropout before the classifier (timm: drop_rate)")
     drop_path: float = opt(0.0, "final drop-path probability, ramped linearly from 0 (0: the space's drop_path option)")
     auxiliary_weight: float = opt(0.4, "weight of the auxiliary head's loss (NASNet space with auxiliary=true)")
@@ -86,32 +72,20 @@ class RetrainConfig(CommonConfig):
     kd_online: bool = opt(False, "train the teacher jointly from scratch (online distillation)")
     kd_weight: float = opt(0.5, "weight of the KL term; the label loss gets 1 - kd_weight")
     kd_temperature: float = opt(4.0, "softmax temperature of the distillation KL")
-    # ---- runtime -------------------------------------------------------------------------------
-    amp: str = opt(
-        "off", "mixed precision: fp16 (CUDA, grad scaler) or bf16 (CPU and CUDA)", choices=("off", "fp16", "bf16")
-    )
-    channels_last: bool = opt(True, "channels-last memory format on CUDA (ignored on the CPU)")
-    eval_every: int = opt(1, "evaluate on the test split every N epochs (and at the end)")
-    checkpoint_minutes: float = opt(10.0, "also checkpoint every N minutes inside an epoch (0: epochs only)")
-    nan_policy: str = opt(
-        "stop", "on a NaN/inf loss: stop (last good checkpoint kept) or skip the step", choices=("stop", "skip")
-    )
 
     def validate(self) -> None:
         super().validate()
         given = [n for n in ("arch_file", "arch", "lanet", "model") if getattr(self, n)]
         if len(given) > 1:
             raise UserError(f"give only one of --arch-file, --arch, --lanet, --model (got {', '.join(given)})")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
-            raise UserError("--epochs, --batch-size, --eval-batch-size must be >= 1 and --lr > 0")
-        if self.rank < 0 or self.max_steps < 0 or self.train_images < 0 or self.test_images < 0:
-            raise UserError("--rank, --max-steps, --train-images and --test-images must be >= 0")
-        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1 or not 0 <= self.drop_path < 1:
-            raise UserError("--label-smoothing, --dropout and --drop-path must be in [0, 1)")
-        if min(self.mixup, self.cutmix, self.cutout, self.random_erasing, self.grad_clip, self.auxiliary_weight) < 0:
-            raise UserError(
-                "--mixup, --cutmix, --cutout, --random-erasing, --grad-clip, --auxiliary-weight must be >= 0"
-            )
+        if self.eval_batch_size < 1:
+            raise UserError(f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        if self.rank < 0 or self.test_images < 0:
+            raise UserError("--rank and --test-images must be >= 0")
+        if not 0 <= self.dropout < 1 or not 0 <= self.drop_path < 1:
+            raise UserError("--dropout and --drop-path must be in [0, 1)")
+        if min(self.mixup, self.cutmix, self.cutout, self.random_erasing, self.auxiliary_weight) < 0:
+            raise UserError("--mixup, --cutmix, --cutout, --random-erasing, --auxiliary-weight must be >= 0")
         if not 0 <= self.mix_prob <= 1 or not 0 <= self.random_erasing <= 1 or not 0 <= self.ema_decay < 1:
             raise UserError("--mix-prob and --random-erasing must be in [0, 1], --ema-decay in [0, 1)")
         if self.am_scale <= 0 or self.am_margin < 0 or self.kd_temperature <= 0 or not 0 <= self.kd_weight <= 1:
@@ -122,8 +96,8 @@ class RetrainConfig(CommonConfig):
             raise UserError("--kd-online needs --teacher timm:<name>")
         if self.teacher_weights and (not self.teacher.startswith("timm:") or self.kd_online):
             raise UserError("--teacher-weights is for a fixed --teacher timm:<name> (not with --kd-online)")
-        if self.teacher_size < 0 or self.eval_every < 1 or self.checkpoint_minutes < 0:
-            raise UserError("--teacher-size >= 0, --eval-every >= 1 and --checkpoint-minutes >= 0 are required")
+        if self.teacher_size < 0:
+            raise UserError(f"--teacher-size must be >= 0, got {self.teacher_size}")
         if not 0 <= self.randaugment_n <= 10 or not 0 <= self.randaugment_m <= 30:
             raise UserError("--randaugment-n must be in [0, 10] and --randaugment-m in [0, 30]")
         if "/" in self.arch_id or self.arch_id in (".", ".."):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.distributed import all_reduce_sum
+from core.rundir import RetrainDir
 from retrain.inputs import param_count
 from retrain.losses import split_output
 from supernet.flops import count_thop
@@ -90,12 +91,13 @@ def micronet_score(params: float, ops: float) -> float:
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
     """report.json (atomically) and curve.png from `report['curve']`."""
-    path = out_dir / "report.json"
-    tmp = path.with_name(f".report.json.tmp{os.getpid()}")
+    files = RetrainDir(out_dir)
+    path = files.report
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str))
     os.replace(tmp, path)
     try:
-        plot_curve(report.get("curve", []), out_dir / "curve.png", report.get("arch_id", ""))
+        plot_curve(report.get("curve", []), files.curve, report.get("arch_id", ""))
     except Exception as exc:  # a plot must never fail a finished training run
         log.warning("could not draw the training curve: %s", exc)
     return path

@@ -29,6 +29,7 @@ from torch import nn
 
 from core.checkpoint import contents_of
 from core.errors import UserError
+from core.rundir import RetrainDir, RunDir
 from retrain.config import ExportConfig
 from retrain.inputs import model_from_checkpoint
 
@@ -39,20 +40,20 @@ def find_checkpoint(cfg: ExportConfig) -> Path:
     """`--checkpoint` (a file or a retrain folder), else the retrain folder of `--run-dir` (and `--arch-id`)."""
     if cfg.checkpoint:
         path = Path(cfg.checkpoint)
-        path = path / "last.pt" if path.is_dir() else path
+        path = RetrainDir(path).last if path.is_dir() else path
         if not path.is_file():
             raise UserError(f"--checkpoint {cfg.checkpoint}: no retrain checkpoint there (expected last.pt)")
         return path
-    root = Path(cfg.run_dir) / "retrain"
-    found = sorted(p.parent.name for p in root.glob("*/last.pt"))
+    run = RunDir(cfg.run_dir)
+    found = [d.arch_id for d in run.retrained()]
     if cfg.arch_id:
         if cfg.arch_id not in found:
-            raise UserError(f"no {root / cfg.arch_id / 'last.pt'}; retrained here: {', '.join(found) or 'none'}")
-        return root / cfg.arch_id / "last.pt"
+            raise UserError(f"no {run.retrain(cfg.arch_id).last}; retrained here: {', '.join(found) or 'none'}")
+        return run.retrain(cfg.arch_id).last
     if len(found) != 1:
         which = f"several ({', '.join(found)}): pick one with --arch-id" if found else "none: pass --checkpoint"
-        raise UserError(f"{root} holds {which}")
-    return root / found[0] / "last.pt"
+        raise UserError(f"{run.retrain_root} holds {which}")
+    return run.retrain(found[0]).last
 
 
 def _max_diff(a: torch.Tensor, b: Any) -> float:
@@ -171,7 +172,7 @@ def _export(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.weights == "ema" and state["weights_used"] != "ema":
         log.warning("%s has no EMA weights (trained with --ema-decay 0): exporting the raw weights", path)
     net = net.float().eval()
-    out = Path(cfg.out_dir) if cfg.out_dir else path.parent / "export"
+    out = Path(cfg.out_dir) if cfg.out_dir else RetrainDir(path.parent).export
     out.mkdir(parents=True, exist_ok=True)
     size = int(state["image_size"])
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(cfg.seed))

@@ -15,22 +15,16 @@ from dataclasses import asdict
 from typing import Any
 
 from core import distributed
-from core.checkpoint import (
-    check_classes,
-    contents_of,
-    find_resume,
-    restore_optimization,
-    rng_state,
-    save_checkpoint,
-)
+from core.checkpoint import check_classes, save_checkpoint
 from core.errors import CheckpointError
-from core.rundir import commit_run_config
 
 log = logging.getLogger(__name__)
 
 
 class StateMixin:
-    """Needs the attributes that `RetrainTrainer.__init__` sets."""
+    """The retrain checkpoint's own entries and the final report; needs what `RetrainTrainer.__init__` sets.
+
+    Saving, resuming and the loop are `core.trainer.Trainer`'s."""
 
     def meta(self) -> dict[str, Any]:
         """What a checkpoint needs to describe the model it holds."""
@@ -44,43 +38,18 @@ class StateMixin:
             "std": list(self.data.std),
         }
 
-    def state(self, finished: bool = False) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "kind": "retrain",
             **self.meta(),
-            "model": self.net.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "teacher": self.teacher.state_dict() if self.online else None,
             "teacher_spec": self.teacher_spec,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
             "history": self.history,
             "epoch_sums": {k: float(v) for k, v in self.epoch_sums.items()},  # float() syncs once per save
             "epoch_count": self.epoch_count,
-            "rng": rng_state(),
-            "config": asdict(self.cfg),
-            "finished": finished,
         }
 
-    def save(self, finished: bool = False) -> None:
-        if self.rank == 0:
-            save_checkpoint(self.state(finished), self.out / "last.pt")
-        distributed.barrier()
-
-    def try_resume(self) -> bool:
-        """Continue from the run's checkpoint when there is one; then the run's config is recorded."""
-        resumed = self._resume()
-        commit_run_config()  # every input was accepted: the work begins
-        return resumed
-
-    def _resume(self) -> bool:
-        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
-        if found is None:
-            return False
-        state, used = found
+    def check_checkpoint(self, state: dict[str, Any], used: Any) -> None:
         if state.get("kind") != "retrain":
             raise CheckpointError(
                 f"{used} is a {state.get('kind')!r} checkpoint, not a retrain run; use another --run-dir"
@@ -90,17 +59,14 @@ class StateMixin:
             raise CheckpointError(f"{used} trained another model or head; pass its options or a new --run-dir")
         if (state.get("ema") is None) != (self.ema is None) or (state.get("teacher") is None) == self.online:
             raise CheckpointError(f"{used} was trained with other --ema-decay/--kd-online settings; keep them equal")
-        with contents_of(used):
-            self.net.load_state_dict(state["model"])
-            if self.ema is not None:
-                self.ema.module.load_state_dict(state["ema"])
-            if self.online:
-                self.teacher.load_state_dict(state["teacher"])
-            restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
-            self.step, self.history = int(state["step"]), list(state.get("history") or [])
-            self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
-        log.info("resumed %s from %s at step %d (epoch %d)", self.arch_id, used, self.step, state["epoch"])
-        return True
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        if self.online:
+            self.teacher.load_state_dict(state["teacher"])
+        self.history = list(state.get("history") or [])
+        self.epoch_sums, self.epoch_count = dict(state.get("epoch_sums") or {}), int(state.get("epoch_count", 0))
 
     def finish(self) -> dict[str, Any]:
         """The run's summary; when training is complete, also ema.pt, report.json and curve.png."""
@@ -110,7 +76,7 @@ class StateMixin:
             "out_dir": str(self.out),
             "step": self.step,
             "finished": finished,
-            "checkpoint": str(self.out / "last.pt"),
+            "checkpoint": str(self.files.last),
         }
         tested = [r for r in self.history if "test_top1" in r]
         if tested:
@@ -124,8 +90,8 @@ class StateMixin:
         if self.rank == 0:
             if self.ema is not None:
                 ema_state = {"kind": "retrain-ema", **self.meta(), "model": self.ema.module.state_dict()}
-                save_checkpoint(ema_state, self.out / "ema.pt", keep_previous=False)
-                result["ema_checkpoint"] = str(self.out / "ema.pt")
+                save_checkpoint(ema_state, self.files.ema, keep_previous=False)
+                result["ema_checkpoint"] = str(self.files.ema)
             report = {
                 "arch_id": self.arch_id,
                 "model": self.spec,

@@ -11,9 +11,6 @@ loss (`retrain.losses`), one backward and optimizer step, an EMA update. Checkpo
 from __future__ import annotations
 
 import logging
-import math
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,13 +19,10 @@ from torch import nn
 
 from core import amp as amp_lib
 from core import distributed
-from core.checkpoint import contents_of, kept_checkpoint
-from core.data import ImageSet, TensorLoader, load_data
-from core.errors import UserError
-from core.optim import make_optimizer
-from core.rundir import MetricsLogger
-from core.runtime import progress, seed_everything, select_device
-from core.signals import graceful_stop
+from core.checkpoint import contents_of
+from core.data import ImageSet, TensorLoader
+from core.rundir import RunDir
+from core.trainer import Trainer
 from retrain.augment import AugmentLoader, AugmentOptions
 from retrain.config import RetrainConfig
 from retrain.heads import DropPathSchedule
@@ -50,24 +44,15 @@ class Joint(nn.Module):
         return self.student(x), self.teacher(x_teacher)
 
 
-class RetrainTrainer(StateMixin):
-    """Holds the run's state; `fit()` trains to the end (or to `max_steps`, or to a stop signal)."""
+class RetrainTrainer(StateMixin, Trainer):
+    """Holds the run's state; `fit()` (from `core.trainer.Trainer`) trains to the end, `max_steps` or a stop signal."""
+
+    kind = "retrain"
 
     def __init__(self, cfg: RetrainConfig) -> None:
-        self.cfg = cfg
-        seed_everything(cfg.seed)  # the initial weights come from the seed
+        super().__init__(cfg)
         self.spec, self.arch_id = resolve_spec(cfg)  # bad input fails before any data is read
-        self.device = select_device(cfg.device)
-        amp_lib.check_amp(cfg.amp, self.device)
-        distributed.init_distributed(self.device)
-        self.rank, self.world = distributed.rank(), distributed.world_size()
-        if cfg.batch_size % self.world:
-            raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
-        self.out = Path(cfg.run_dir) / "retrain" / self.arch_id
-        self.data = load_data(
-            cfg.dataset, cfg.data_dir, search_size=cfg.search_size, split_seed=cfg.split_seed,
-            num_classes=cfg.num_classes, image_size=cfg.image_size, download=cfg.download,
-        )  # fmt: skip
+        self.data = self.load_data()
         self.num_classes, self.image_size = self.data.num_classes, self.data.image_size
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         self.net = to_device(
@@ -82,21 +67,13 @@ class RetrainTrainer(StateMixin):
             self.model = nn.parallel.DistributedDataParallel(
                 self.trainable, device_ids=ids, find_unused_parameters=self._unused_parameters()
             )
-        self.loader = AugmentLoader(
+        loader = AugmentLoader(
             self._train_set(), cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.image_size),
             num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
             drop_last=True, device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world),
         )  # fmt: skip
-        self.steps_per_epoch = len(self.loader)
-        if self.steps_per_epoch == 0:
-            raise UserError(
-                f"--batch-size {cfg.batch_size} is larger than the {len(self.loader.labels)} training images"
-            )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.set_schedule(loader, len(loader.labels), self.trainable)
         self.test_loader = self._test_loader()
-        self.optimizer, self.scheduler = self._optimizer()
-        self.scaler = amp_lib.grad_scaler(cfg.amp, self.device)
-        self.autocast = lambda: amp_lib.autocast(cfg.amp, self.device)
         self.ema = self._ema()
         self.drop_path = DropPathSchedule(self.net, cfg.drop_path)
         self.criterion = RetrainLoss(
@@ -104,11 +81,15 @@ class RetrainTrainer(StateMixin):
             am_margin=cfg.am_margin, aux_weight=cfg.auxiliary_weight,
             kd_weight=cfg.kd_weight if self.teacher is not None else 0.0, kd_temperature=cfg.kd_temperature,
         )  # fmt: skip
-        self.step, self.history = 0, []
+        self.history: list[dict[str, Any]] = []
         # loss sums of the epoch so far, checkpointed so a resumed epoch reports the same means
         self.epoch_sums: dict[str, Any] = {}
         self.epoch_count = 0
-        self.metrics = MetricsLogger(self.out, enabled=self.rank == 0)
+        self.open_stage(RunDir(cfg.run_dir).retrain(self.arch_id))
+
+    @property
+    def label(self) -> str:
+        return f"retrain {self.arch_id}"
 
     # ---- set-up -------------------------------------------------------------------------------
     def _train_set(self) -> ImageSet:
@@ -159,9 +140,6 @@ class RetrainTrainer(StateMixin):
         log.info("distilling from %s (%s)", self.cfg.teacher, spec.get("str", spec.get("name")))
         return teacher, spec
 
-    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        return make_optimizer(self.trainable, self.cfg, self.total_steps, self.steps_per_epoch)
-
     def _ema(self) -> Any:
         if not self.cfg.ema_decay:
             return None
@@ -191,70 +169,26 @@ class RetrainTrainer(StateMixin):
             loss, parts = self.criterion(logits, y, aux, t_logits, teacher_trains=self.online)
         value = self.last_loss = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss
         self.optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(value):
-            if self.cfg.nan_policy == "stop":
-                raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
-                    "(lower --lr, add --grad-clip, or use --nan-policy skip)"
-                )
-            log.warning("non-finite loss at step %d: step skipped", self.step)
+        if not self.check_loss(value):
             self.step += 1
             self.scheduler.step_update(self.step)
             return None
-        self.scaler.scale(loss).backward()
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.trainable.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer_step(loss, self.trainable.parameters())
         if self.ema is not None:
             self.ema.update(self.net, step=self.step + 1)
         self.step += 1
         self.scheduler.step_update(self.step)
         return {"loss": loss.detach(), **parts}
 
-    def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
-        self.try_resume()
-        self.scheduler.step_update(self.step)
-        last_save = time.monotonic()
-        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
-        with graceful_stop() as stop:
-            while self.step < stop_at:
-                epoch, start = divmod(self.step, self.steps_per_epoch)
-                self.loader.set_epoch(epoch)
-                t0, seen = time.monotonic(), 0
-                bar = progress(
-                    self.loader.iter_from(start), cfg.quiet, total=self.steps_per_epoch, initial=start,
-                    desc=f"retrain {self.arch_id} epoch {epoch + 1}/{cfg.epochs}",
-                )  # fmt: skip
-                for x, y in bar:
-                    parts = self.train_step(x, y)
-                    seen += len(y) * self.world
-                    if parts is not None:
-                        self.epoch_count += 1
-                        for k, v in parts.items():
-                            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-                        bar.set_postfix(loss=f"{self.last_loss:.3f}", img_s=f"{seen / (time.monotonic() - t0):.0f}")
-                    minutes = (time.monotonic() - last_save) / 60
-                    if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
-                        break
-                if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
-                    n = max(self.epoch_count, 1)
-                    means = {f"train_{k}": float(v) / n for k, v in self.epoch_sums.items()}
-                    self.end_epoch(epoch, means, seen / max(time.monotonic() - t0, 1e-9))
-                    self.epoch_sums, self.epoch_count = {}, 0
-                self.save(finished=self.step >= self.total_steps)
-                last_save = time.monotonic()
-                if stop:
-                    log.warning(
-                        "stopped by %s at step %d; rerun with --resume auto to continue", stop.requested, self.step
-                    )
-                    break
-        self.metrics.close()
-        return self.finish()
+    def record_step(self, out: dict[str, torch.Tensor]) -> None:
+        self.epoch_count += 1
+        for k, v in out.items():
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
 
-    def end_epoch(self, epoch: int, means: dict[str, float], img_s: float) -> None:
+    def end_epoch(self, epoch: int, img_s: float) -> None:
+        n = max(self.epoch_count, 1)
+        means = {f"train_{k}": float(v) / n for k, v in self.epoch_sums.items()}
+        self.epoch_sums, self.epoch_count = {}, 0
         record: dict[str, Any] = {
             "epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
             "drop_path": self.drop_path.final * min(self.step / self.total_steps, 1.0), **means,
@@ -263,11 +197,7 @@ class RetrainTrainer(StateMixin):
         if (epoch + 1) % self.cfg.eval_every == 0 or self.step >= self.total_steps:
             record.update(self.test_metrics())
         self.history.append(record)
-        self.metrics.log(record, step=epoch + 1)
-        log.info(
-            "retrain %s epoch %d: %s", self.arch_id, epoch + 1,
-            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-        )  # fmt: skip
+        self.log_epoch(epoch, record)
 
     def test_metrics(self) -> dict[str, float]:
         """Raw and EMA accuracy on the test split: this is the final model, so the test split is right."""

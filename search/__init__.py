@@ -1,2 +1,2 @@
-"""Architecture search: searchers (LaNAS, regularized evolution, random), evaluators, the search loop
-(`search.loop.run_search`) and the table benchmark (`search.bench.run_bench_search`)."""
+"""Architecture search: searchers (LaNAS, regularized evolution, random), evaluators and the search loop
+(`search.loop.run_search`)."""

@@ -23,16 +23,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
 from core.jsonl import append_jsonl
-from core.rundir import commit_run_config
+from core.rundir import SearchDir, commit_run_config
 from core.signals import graceful_stop
 from search.executors import Executor, Outcome, Trial
 from search.outputs import write_outputs
+from search.records import make_record, next_index
 from search.searchers import Searcher
 from supernet.spaces.base import Space
 
@@ -150,14 +150,13 @@ class AsyncDriver:
         }
 
 
-def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: Path, records: list[dict], done: int,
+def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir, records: list[dict], done: int,
                      elapsed: float, *, executor: Any = None, durations: Callable[[int], float] | None = None,
                      sync: bool = False) -> dict[str, Any]:  # fmt: skip
     """The asynchronous search of `run_search` (`search/loop.py`), after its resume step; returns its summary."""
     from search.evaluators import make_evaluator
-    from search.loop import _record
 
-    journal = out / "journal.jsonl"
+    journal = out.journal
     # Lines written after the saved state: told to the searcher as they are (results arrive in any order).
     for r in records[done:]:
         searcher.observe([space.from_json(r["arch"])], [float(r["metric"])])
@@ -186,13 +185,13 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: Path, reco
         state = {"searcher": searcher.state_dict(), "searcher_name": cfg.searcher, "seed": cfg.seed,
                  "evaluated": len(records), "elapsed": time.perf_counter() - start, "executor": "ray",
                  "config": cfg.to_dict()}  # fmt: skip
-        save_checkpoint(state, out / "state.pt")
+        save_checkpoint(state, out.state)
         last_save[0] = time.perf_counter()
 
     def on_result(o: Outcome) -> float:
         nonlocal best
         result = o.result if o.result is not None and not o.error else {"metric": math.nan}
-        rec = _record(space, o.trial.arch, result, index[0], o.seconds, cfg.num_classes or 10)
+        rec = make_record(space, o.trial.arch, result, index[0], o.seconds, cfg.num_classes or 10)
         index[0] += 1
         rec.update(worker=o.worker, node=o.node, attempt=o.trial.attempt)
         if o.error:
@@ -232,25 +231,18 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: Path, reco
                     stop, len(driver.inflight))  # fmt: skip
     metric_name = cfg.metric if cfg.evaluator == "table" else "metric"
     result = write_outputs(
-        records, out, cfg.topk, metric_name, {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
+        records, out.path, cfg.topk, metric_name, {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
     )
     log.info("search stopped (%s) after %d evaluations (%d this session)", stop, len(records), len(records) - n0)
     return {
         "evaluated": len(records),
         "stopped": stop,
         "best": result["topk"][0] if result["topk"] else None,
-        "dir": str(out),
+        "dir": str(out.path),
         "journal": str(journal),
-        "topk": str(out / "topk.json"),
+        "topk": str(out.topk),
         "executor": {"workers": workers, "failed": failures["count"], **driver.stats()},
     }
-
-
-def next_index(records: list[dict]) -> int:
-    """One past the highest index any record holds (as `search.loop.next_index`)."""
-    from search.loop import next_index as nxt
-
-    return nxt(records)
 
 
 def _ok(m: Any) -> bool:

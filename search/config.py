@@ -1,4 +1,4 @@
-"""Configuration of the search stage (`run.py search`) and of the search benchmark (`run.py bench-search`).
+"""Configuration of the search stage (`run.py search`).
 
 One dataclass per command, in the style of `core/config.py`: every field documents itself (its
 help becomes `--help`), and values are checked on construction with a one-line `UserError`.
@@ -6,11 +6,9 @@ help becomes `--help`), and values are checked on construction with a one-line `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
-from core.config import CommonConfig, opt
+from core.config import AmpOptions, CommonConfig, SpaceOptions, opt
 from core.errors import UserError
 from search.executors import ExecutorConfig, validate_executor
 
@@ -19,11 +17,9 @@ BUILTIN_EVALUATORS = ("supernet", "train", "table")
 
 
 @dataclass
-class SearchConfig(CommonConfig, ExecutorConfig):
+class SearchConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
     """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
 
-    space: str = opt("nb201", "search space: a built-in name (nb201, nasnet, mbconv, resnet20) or module:Class")
-    space_opts: dict = opt({}, "keyword options for the space's constructor, KEY=VALUE")
     evaluator: str = opt("supernet", "how archs are scored: supernet, train, table or module:function")
     table: str = opt("", "CSV of precomputed metrics for --evaluator table (e.g. ../shared/benchmarks/nb201.csv)")
     arch_column: str = opt("arch", "table column holding the space's arch string (space.to_str)")
@@ -48,10 +44,6 @@ class SearchConfig(CommonConfig, ExecutorConfig):
         choices=("acc", "nll"),
     )
     recal_images: int = opt(2000, "supernet evaluator: training images to re-estimate BatchNorm statistics per arch")
-    amp: str = opt(
-        "off", "supernet/train evaluators: mixed precision (fp16 on CUDA, bf16)", choices=("off", "fp16", "bf16")
-    )
-    split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
     prior: str = opt(
         "",
         "average the score's percentile with the arch's size percentile (params, mflops) or with a zero-cost "
@@ -98,46 +90,3 @@ class SearchConfig(CommonConfig, ExecutorConfig):
         if self.evaluator == "table" and not self.table:
             raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
         validate_executor(self)
-
-
-@dataclass
-class BenchSearchConfig:
-    """`run.py bench-search`: every searcher against a lookup table, many seeds, one process."""
-
-    table: str = opt("", "CSV with one row per architecture of the space (e.g. ../shared/benchmarks/nb201.csv)")
-    arch_column: str = opt("arch", "table column holding the arch string (space.to_str)")
-    metric: str = opt("c10_test_200ep", "table column the searchers maximise")
-    report_metric: str = opt("", "table column reported for the best arch found (default: --metric)")
-    space: str = opt("nb201", "search space whose to_str matches the arch column: a name or module:Class")
-    space_opts: dict = opt({}, "keyword options for the space, KEY=VALUE")
-    searchers: str = opt("lanas,evolution,random", "comma-separated searchers (names or module:Class)")
-    searcher_opts: dict = opt({}, "per-searcher options as NAME.KEY=VALUE (e.g. lanas.height=4)")
-    seeds: int = opt(100, "independent runs per searcher, seeds 0..N-1")
-    budget: int = opt(500, "evaluations per run at most (a run that found the best stops early)")
-    batch: int = opt(1, "proposals per round (q)")
-    json: str = opt("", "write the figures to this JSON file")
-    plot: str = opt("", "write the mean best-so-far curves to this PNG")
-    overhead_space: str = opt("", "also time LaNAS per proposal with 1,000 observations on this space (e.g. nasnet)")
-    quiet: bool = opt(False, "no progress bar")
-    noise: float = opt(0.0, "observe the metric with a fixed Gaussian error of this SD per (seed, arch)")
-
-    def __post_init__(self) -> None:
-        if not (self.noise >= 0 and math.isfinite(self.noise)):
-            raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
-        if not self.table:
-            raise UserError("bench-search needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
-        if self.seeds < 1 or self.budget < 1 or self.batch < 1:
-            raise UserError("--seeds, --budget and --batch must be >= 1")
-        if not [s for s in self.searchers.split(",") if s.strip()]:
-            raise UserError("--searchers needs at least one name, e.g. lanas,evolution,random")
-
-    def opts_for(self, searcher: str) -> dict[str, Any]:
-        """The `searcher_opts` entries prefixed with `searcher.`, without the prefix."""
-        out = {}
-        for key, value in self.searcher_opts.items():
-            name, sep, sub = key.partition(".")
-            if not sep:
-                raise UserError(f"--searcher-opts {key}: write it as SEARCHER.KEY=VALUE, e.g. lanas.height=4")
-            if name == searcher:
-                out[sub] = value
-        return out

@@ -22,13 +22,15 @@ from core import distributed
 from core.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from core.errors import CheckpointError, UserError
 from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
-from core.rundir import commit_run_config
+from core.rundir import ROOT, RunDir, SearchDir, commit_run_config
 from core.signals import graceful_stop
 from search.config import SearchConfig
 from search.evaluators import make_evaluator, normalise
 from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
+from search.records import make_record as _record
+from search.records import next_index
 from search.searchers import Searcher, make_searcher
 from supernet.spaces.base import Space, make_user_space
 
@@ -100,42 +102,19 @@ def _check_bounds_reachable(space: Space, cfg: SearchConfig, num_classes: int) -
                         f"has {large_cost.mflops:.4g} MFLOPs")  # fmt: skip
 
 
-def search_dir(cfg: SearchConfig) -> Path:
-    run_dir = cfg.run_dir or str(Path("checkpoints") / (cfg.run_name or "search"))
-    return Path(run_dir) / "search"
+def search_dir(cfg: SearchConfig) -> SearchDir:
+    return RunDir(cfg.run_dir or ROOT / (cfg.run_name or "search")).search
 
 
-def _record(space: Space, arch: Any, result: dict[str, Any], index: int, seconds: float, num_classes: int) -> dict:
-    try:
-        cost = space.cost(arch, num_classes)
-        mflops, params = float(cost.mflops), float(cost.params)
-    except NotImplementedError:  # a user space without a cost model
-        mflops = params = None
-    rec = {k: v for k, v in result.items() if k not in ("metric", "report_metric")}
-    rec.update(
-        index=index,
-        arch=space.to_json(arch),
-        str=space.to_str(arch),
-        canonical=space.to_str(space.canonical(arch)),
-        encoding=[float(v) for v in space.encode(arch)],
-        metric=result["metric"],
-        report_metric=result.get("report_metric"),
-        mflops=mflops,
-        params=params,
-        seconds=round(seconds, 6),
-    )
-    return rec
-
-
-def _resume(cfg: SearchConfig, searcher: Searcher, out: Path) -> tuple[list[dict], int, float]:
+def _resume(cfg: SearchConfig, searcher: Searcher, out: SearchDir) -> tuple[list[dict], int, float]:
     """Load the searcher state; return the journal, how many of its lines the state has seen, elapsed."""
-    journal = out / "journal.jsonl"
+    journal = out.journal
     truncate_torn_tail(journal)
     records = read_jsonl(journal)
-    path = Path(cfg.resume) if cfg.resume not in ("", "auto") else out / "state.pt"
+    path = Path(cfg.resume) if cfg.resume not in ("", "auto") else out.state
     found = load_latest(path) if cfg.resume == "auto" else (load_checkpoint(path), path)
     if found is None:
-        log.info("no search state in %s: starting over and replaying %d journal lines", out, len(records))
+        log.info("no search state in %s: starting over and replaying %d journal lines", out.path, len(records))
         return records, 0, 0.0
     state, used = found
     if state.get("searcher_name") != cfg.searcher or int(state.get("seed", -1)) != cfg.seed:
@@ -159,7 +138,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     space = make_user_space(cfg.space, **cfg.space_opts)
     constraint = make_constraint(space, cfg)
     searcher = make_searcher(cfg.searcher, space, cfg.seed, constraint, trusted=True, **cfg.searcher_opts)
-    journal = out / "journal.jsonl"
+    journal = out.journal
     records, done, elapsed = [], 0, 0.0
     if cfg.resume:
         records, done, elapsed = _resume(cfg, searcher, out)
@@ -186,7 +165,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     if distributed.is_main():
         metric_name = cfg.metric if cfg.evaluator == "table" else "metric"
         space_info = {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
-        result = write_outputs(records, out, cfg.topk, metric_name, space_info)
+        result = write_outputs(records, out.path, cfg.topk, metric_name, space_info)
     distributed.barrier()
     result = distributed.broadcast_object(result if distributed.is_main() else None)
     best = result["topk"][0] if result["topk"] else None
@@ -195,13 +174,13 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         "evaluated": len(records),
         "stopped": stop,
         "best": best,
-        "dir": str(out),
+        "dir": str(out.path),
         "journal": str(journal),
-        "topk": str(out / "topk.json"),
+        "topk": str(out.topk),
     }
 
 
-def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, out: Path, records: list[dict],
+def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, out: SearchDir, records: list[dict],
           replay: dict[str, dict], done: int, elapsed: float) -> str:  # fmt: skip
     """Rounds of propose / evaluate / journal / observe / checkpoint until a budget runs out."""
     writer = _tensorboard(out) if distributed.is_main() else None
@@ -219,7 +198,7 @@ def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, o
                 if not archs:
                     stop = "space exhausted"
                     break
-                batch = _evaluate(cfg, space, evaluator, archs, records, replay, out / "journal.jsonl", writer)
+                batch = _evaluate(cfg, space, evaluator, archs, records, replay, out.journal, writer)
                 searcher.observe(archs, [r["metric"] for r in batch])
                 count += len(archs)
                 for r in batch:
@@ -228,7 +207,7 @@ def _loop(cfg: SearchConfig, space: Space, searcher: Searcher, evaluator: Any, o
                          "evaluated": count, "elapsed": time.perf_counter() - start,
                          "config": cfg.to_dict()}  # fmt: skip
                 if distributed.is_main():
-                    save_checkpoint(state, out / "state.pt")
+                    save_checkpoint(state, out.state)
                 if bar is not None:
                     bar.update(len(archs))
                     bar.set_postfix(best=f"{best:.4f}")
@@ -281,22 +260,16 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
     return out
 
 
-def next_index(records: list[dict]) -> int:
-    """The index of the next journal line: one past the highest index that any record holds."""
-    indices = [r.get("index") for r in records]
-    return max((i for i in indices if isinstance(i, int) and not isinstance(i, bool)), default=-1) + 1
-
-
 def _ok(m: Any) -> bool:
     return isinstance(m, (int, float)) and math.isfinite(m)
 
 
-def _tensorboard(out: Path) -> Any:
+def _tensorboard(out: SearchDir) -> Any:
     try:
         from tensorboardX import SummaryWriter
     except ImportError:  # TensorBoard is optional; the journal has everything
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(out.tb))
 
 
 def _bar(cfg: SearchConfig, done: int, best: float) -> Any:

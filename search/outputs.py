@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from core.rundir import SearchDir
+
 log = logging.getLogger(__name__)
 
 
@@ -70,14 +72,15 @@ def write_outputs(
     `space` ({"space": name, "space_opts": {...}}) is copied into every entry, so that
     `run.py retrain --arch-file topk.json --rank R` rebuilds the searched macro-architecture.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = SearchDir(out_dir)
+    out.path.mkdir(parents=True, exist_ok=True)
     best = [{**e, **(space or {})} for e in topk(records, k)]
     front = [{**e, **(space or {})} for e in pareto_front(records)]
-    _write_json(out_dir / "topk.json", best)
-    _write_json(out_dir / "pareto.json", front)
+    _write_json(out.topk, best)
+    _write_json(out.pareto, front)
     try:
-        _plot_pareto(records, front, out_dir / "pareto.png", metric_name)
-        _plot_best(records, out_dir / "best_so_far.png", metric_name)
+        _plot_pareto(records, front, out.pareto_plot, metric_name)
+        _plot_best(records, out.best_plot, metric_name)
     except Exception as exc:  # plotting must never lose a finished search
         log.warning("could not draw the search plots (%s); the JSON files are written", exc)
     return {"topk": best, "pareto": front}

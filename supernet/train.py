@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Hashable
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import amp as amp_lib
-from core import distributed
-from core.checkpoint import (
-    check_classes,
-    contents_of,
-    find_resume,
-    kept_checkpoint,
-    restore_optimization,
-    rng_state,
-    save_checkpoint,
-)
-from core.data import TRAIN_AUGMENT, Augment, TensorLoader, load_data
+from core.checkpoint import check_classes, save_checkpoint
+from core.data import TRAIN_AUGMENT, Augment, TensorLoader
 from core.errors import CheckpointError, UserError
-from core.optim import make_optimizer
-from core.rundir import MetricsLogger, commit_run_config
-from core.runtime import progress, seed_everything, select_device
-from core.signals import graceful_stop
+from core.rundir import RunDir
+from core.trainer import Trainer
 from supernet.config import SupernetConfig
 from supernet.evaluate import recal_subset, score_arch
 from supernet.sampling import ArchSampler, panel
@@ -70,28 +55,14 @@ def step_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: SupernetConfig) 
     return total
 
 
-class SupernetTrainer:
-    """Holds the run's state; `fit()` trains to the end (or to `max_steps`, or to a stop signal)."""
+class SupernetTrainer(Trainer):
+    """Holds the run's state; `fit()` (from `core.trainer.Trainer`) trains to the end, `max_steps` or a stop signal."""
+
+    kind = "supernet"
 
     def __init__(self, cfg: SupernetConfig) -> None:
-        self.cfg = cfg
-        seed_everything(cfg.seed)  # the supernet's initial weights come from the seed
-        self.device = select_device(cfg.device)
-        amp_lib.check_amp(cfg.amp, self.device)
-        distributed.init_distributed(self.device)
-        self.rank, self.world = distributed.rank(), distributed.world_size()
-        if cfg.batch_size % self.world:
-            raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
-        self.out = Path(cfg.run_dir) / "supernet"
-        self.data = load_data(
-            cfg.dataset,
-            cfg.data_dir,
-            search_size=cfg.search_size,
-            split_seed=cfg.split_seed,
-            num_classes=cfg.num_classes,
-            image_size=cfg.image_size,
-            download=cfg.download,
-        )
+        super().__init__(cfg)
+        self.data = self.load_data()
         if not len(self.data.search):
             raise UserError(
                 f"the search split of {cfg.dataset} is empty: nothing to score subnets on; raise --search-size"
@@ -120,23 +91,17 @@ class SupernetTrainer:
             max_mflops=cfg.max_mflops,
             num_classes=self.num_classes,
         )
-        self.loader = self._loader(
+        loader = self._loader(
             self.data.train,
             cfg.batch_size // self.world,
             shuffle=True,
             augment=TRAIN_AUGMENT if cfg.augment else Augment(),
             shard=(self.rank, self.world),
         )
-        self.steps_per_epoch = len(self.loader)
-        if self.steps_per_epoch == 0:
-            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data.train)} training images")
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer, self.scheduler = make_optimizer(self.net, cfg, self.total_steps, self.steps_per_epoch)
-        self.scaler = amp_lib.grad_scaler(cfg.amp, self.device)
-        self.autocast = lambda: amp_lib.autocast(cfg.amp, self.device)
-        self.step, self.best = 0, -math.inf
+        self.set_schedule(loader, len(self.data.train), self.net)
+        self.best, self.summary = -math.inf, {}
         self.panel = panel(self.space, cfg.seed, cfg.panel_random)
-        self.metrics = MetricsLogger(self.out, enabled=self.rank == 0)
+        self.open_stage(RunDir(cfg.run_dir).supernet)
 
     def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader:
         return TensorLoader(
@@ -152,9 +117,8 @@ class SupernetTrainer:
         )
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def state(self, finished: bool = False) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "kind": "supernet",
             "space": self.cfg.space,
             "space_opts": self.space.options(),
             "num_classes": self.num_classes,
@@ -166,28 +130,10 @@ class SupernetTrainer:
                 "split_seed": self.cfg.split_seed,
                 "image_size": self.cfg.image_size,
             },
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
             "best": self.best,
-            "rng": rng_state(),
-            "config": asdict(self.cfg),
-            "finished": finished,
         }
 
-    def save(self, finished: bool = False) -> None:
-        if self.rank == 0:
-            save_checkpoint(self.state(finished), self.out / "last.pt")
-        distributed.barrier()
-
-    def try_resume(self) -> bool:
-        found = find_resume(self.cfg.resume, self.out, self.metrics, self.device)
-        if found is None:
-            return False
-        state, used = found
+    def check_checkpoint(self, state: dict[str, Any], used: Any) -> None:
         if state.get("kind") != "supernet" or state.get("space") != self.cfg.space:
             raise CheckpointError(
                 f"{used} is a {state.get('kind')} checkpoint of space {state.get('space')!r}, "
@@ -199,12 +145,9 @@ class SupernetTrainer:
                 f"{used} was trained with space options {state.get('space_opts')}, not {self.space.options()}; "
                 "pass the same --space-opts or a new --run-dir"
             )
-        with contents_of(used):
-            self.net.load_state_dict(state["model"])
-            restore_optimization(state, self.optimizer, self.scheduler, self.scaler)
-            self.step, self.best = int(state["step"]), float(state["best"])
-        log.info("resumed from %s at step %d (epoch %d)", used, self.step, state["epoch"])
-        return True
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
 
     # ---- training -----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
@@ -212,75 +155,27 @@ class SupernetTrainer:
         with self.autocast():
             logits = self.model(x, archs)
             loss = step_loss(logits, y, self.cfg)
-        value = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss before the update
-        if not math.isfinite(value):
-            if self.cfg.nan_policy == "stop":
-                raise UserError(
-                    f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.out / 'last.pt')} "
-                    "(lower --lr, add --grad-clip, or use --nan-policy skip)"
-                )
-            log.warning("non-finite loss at step %d: step skipped", self.step)
+        value = self.last_loss = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss
+        if not self.check_loss(value):
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             return None
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer_step(loss, self.net.parameters())
         self.step += 1
         self.scheduler.step_update(self.step)
         return value
 
-    def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
-        self.try_resume()
-        commit_run_config()  # inputs accepted: record this run's config
-        self.scheduler.step_update(self.step)
-        last_save = time.monotonic()
-        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
-        summary: dict[str, Any] = {}
-        with graceful_stop() as stop:
-            while self.step < stop_at:
-                epoch, start = divmod(self.step, self.steps_per_epoch)
-                self.loader.set_epoch(epoch)
-                losses, t0, seen = [], time.monotonic(), 0
-                bar = progress(
-                    self.loader.iter_from(start),
-                    cfg.quiet,
-                    total=self.steps_per_epoch,
-                    initial=start,
-                    desc=f"supernet epoch {epoch + 1}/{cfg.epochs}",
-                )
-                for x, y in bar:
-                    value = self.train_step(x, y)
-                    seen += len(y) * self.world
-                    if value is not None:
-                        losses.append(value)
-                        bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.monotonic() - t0):.0f}")
-                    minutes = (time.monotonic() - last_save) / 60
-                    if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
-                        break
-                if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
-                    summary = self.end_epoch(epoch, losses, seen / max(time.monotonic() - t0, 1e-9))
-                self.save(finished=self.step >= self.total_steps)
-                last_save = time.monotonic()
-                if stop:
-                    log.warning(
-                        "stopped by %s at step %d; rerun with --resume auto to continue", stop.requested, self.step
-                    )
-                    break
-        self.metrics.close()
+    def finish(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "finished": self.step >= self.total_steps,
-            "checkpoint": str(self.out / "last.pt"),
-            **summary,
+            "checkpoint": str(self.files.last),
+            **self.summary,
         }
 
-    def end_epoch(self, epoch: int, losses: list[float], img_s: float) -> dict[str, Any]:
+    def end_epoch(self, epoch: int, img_s: float) -> None:
+        losses = self.pass_losses
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": self.step,
@@ -293,14 +188,9 @@ class SupernetTrainer:
             mean = record.get("panel_mean_acc", -math.inf)
             if mean > self.best and self.rank == 0:
                 self.best = mean
-                save_checkpoint(self.state(), self.out / "best.pt", keep_previous=False)
-        self.metrics.log(record, step=epoch + 1)
-        log.info(
-            "supernet epoch %d: %s",
-            epoch + 1,
-            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-        )
-        return record
+                save_checkpoint(self.state(), self.files.best, keep_previous=False)
+        self.log_epoch(epoch, record)
+        self.summary = record
 
     def validate_panel(self) -> dict[str, float]:
         """Accuracy of the fixed subnet panel on the search split, each after BN recalibration."""

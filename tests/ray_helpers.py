@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 
 class MarkedToySpace(ToySpace):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 
@@ -11,16 +10,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from bench.nb201.bias import op_bias, worst_bias
+from bench.nb201.config import BenchNB201Config
+from bench.nb201.oneshot import main
+from bench.nb201.train import EdgeSplitSampler, FewShotEvaluator, TimeCosine
+from bench.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
 from core.errors import UserError
-from supernet.bench_nb201 import (
-    BenchNB201Config,
-    EdgeSplitSampler,
-    FewShotEvaluator,
-    TimeCosine,
-    main,
-)
-from supernet.nb201_bias import op_bias, worst_bias
-from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
 from tests.conftest import NB201_CSV, ROOT
 
 TABLE = NB201_CSV if NB201_CSV.exists() else ROOT / "tests" / "data" / "nb201_tiny.csv"
@@ -181,10 +176,9 @@ def test_toy_benchmark_gives_tau_from_table_values(tmp_path):
     assert saved["ranking"]["uniform/recal32+params"]["uniform"]["tau"] == pytest.approx(expected, abs=1e-12)
     assert saved["search"]["uniform/recal32+params"]["lanas"]["runs"][0]["evals"] == 6
     assert "uniform/recal0+params" in saved["ranking"] and "uniform/recal0+params" not in saved["search"]
-    # scripts/nb201_compare.py --size-prior recomputes the same ranking from the saved scores
-    spec = importlib.util.spec_from_file_location("nb201_compare", ROOT / "scripts" / "nb201_compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    # bench/nb201/compare.py --size-prior recomputes the same ranking from the saved scores
+    from bench.nb201 import compare
+
     again = compare.with_size_prior(np.array(score), archs, n, saved["config"]["space_opts"])
     assert again.tolist() == pytest.approx(prior)
 
@@ -239,7 +233,7 @@ class _StubSampler:
 
 
 def test_top_candidates_are_distinct_canonical_cells_best_first():
-    from supernet.nb201_final import top_candidates
+    from bench.nb201.final import top_candidates
     from supernet.spaces.base import make_space
 
     space = make_space("nb201", channels=4, cells=1)
@@ -256,7 +250,7 @@ def test_top_candidates_are_distinct_canonical_cells_best_first():
 def test_final_stage_trains_each_cell_alone_and_keeps_the_best_on_the_search_split(tmp_path):
     import torch
 
-    from supernet.nb201_final import FinalStage
+    from bench.nb201.final import FinalStage
     from supernet.spaces.base import make_space
 
     cfg = _cfg(tmp_path, max_steps=3, recal=[32], final_k=2, final_epochs=0.5)
@@ -318,7 +312,7 @@ def test_toy_benchmark_with_the_final_stage(tmp_path):
 
 
 def test_a_supernet_is_reused_whichever_directory_names_its_data(tmp_path, monkeypatch, caplog):
-    from supernet.nb201_train import _signature, train_supernet
+    from bench.nb201.train import _signature, train_supernet
 
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -336,7 +330,7 @@ def test_a_supernet_is_reused_whichever_directory_names_its_data(tmp_path, monke
     def trained(*a, **k):
         raise RuntimeError("trained")
 
-    monkeypatch.setattr("supernet.nb201_train.SupernetTrainer", trained)
+    monkeypatch.setattr("bench.nb201.train.SupernetTrainer", trained)
     with pytest.raises(RuntimeError, match="trained"):  # other settings: said, then trained again
         train_supernet(_cfg(tmp_path / "run", data_dir="../data", lr=0.1), "uniform", tmp_path / "run")
     assert "lr 0.05 -> 0.1" in caplog.text

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from bench.supernet_cost import BenchSupernetConfig, main, run_bench_supernet, saved_activation_bytes
 from core.config import build_config
 from core.errors import UserError
-from supernet.bench import BenchSupernetConfig, main, run_bench_supernet, saved_activation_bytes
 
 torch.set_num_threads(1)
 

@@ -39,7 +39,7 @@ def test_a_missing_package_is_named_not_reported_as_bad_options(monkeypatch, cap
     real_load = run._load
 
     def load(spec):
-        if spec.startswith("supernet.bench_nb201:"):
+        if spec.startswith("bench.nb201."):
             raise ModuleNotFoundError("No module named 'torch'", name="torch")
         return real_load(spec)
 

@@ -1,8 +1,7 @@
-"""scripts/demo_spread.py and scripts/demo_vs_random.py: cost-matched sampling, variance split, seed statistics."""
+"""bench/demo_spread.py and bench/demo_vs_random.py: cost-matched sampling, variance split, seed statistics."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -11,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench import demo_spread, demo_vs_random
 from core.errors import UserError
 from supernet.spaces.base import make_space
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("demo_spread", ROOT / "scripts" / "demo_spread.py")
-demo_spread = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo_spread)
 
 
 def test_sampled_architectures_are_distinct_and_of_the_target_cost():
@@ -48,11 +45,6 @@ def test_variance_components_recover_the_architecture_and_seed_spread():
 def test_expected_maximum_of_normals():
     assert demo_spread.expected_max(1) == pytest.approx(0.0, abs=0.01)
     assert demo_spread.expected_max(30) == pytest.approx(2.04, abs=0.02)
-
-
-spec2 = importlib.util.spec_from_file_location("demo_vs_random", ROOT / "scripts" / "demo_vs_random.py")
-demo_vs_random = importlib.util.module_from_spec(spec2)
-spec2.loader.exec_module(demo_vs_random)
 
 
 def test_paired_summary_of_seeds():
@@ -103,7 +95,8 @@ def _mini_files(split, per_class):
 
 
 def test_heldout_images_are_the_test_files_the_embedded_set_lacks(tmp_path, capsys):
-    from core.data.datasets import decode_image, test_images_not_in
+    from core.data.datasets import test_images_not_in
+    from core.data.decode import decode_image
 
     mini_test, mini_train = _mini_files("test", 2), _mini_files("train", 3)
     # the "full" test split: 2 embedded test images per class (left out) and 3 other ones (kept)

@@ -14,8 +14,8 @@ from core.data import TensorLoader, load_data
 from core.errors import UserError
 from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
-from search.toy import ToySpace
 from supernet.spaces.base import make_space
+from tests.toy_space import ToySpace
 
 CFG = SimpleNamespace(seed=3, device="cpu", dataset="cifar10-mini", data_dir="", search_size=200, num_classes=0,
                       image_size=0, download=False)  # fmt: skip

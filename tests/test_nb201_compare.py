@@ -1,20 +1,15 @@
-"""scripts/nb201_compare.py: rankings of several bench-nb201 results on their common draw, and their ensemble."""
+"""bench/nb201/compare.py: rankings of several bench-nb201 results on their common draw, and their ensemble."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 
-from supernet.nb201_bias import conv_depth
-from supernet.ranking import kendall_tau
+from bench.nb201 import compare
+from bench.nb201.bias import conv_depth
+from bench.ranking import kendall_tau
 from supernet.spaces.base import make_space
-from tests.conftest import ROOT
-
-_spec = importlib.util.spec_from_file_location("nb201_compare", ROOT / "scripts" / "nb201_compare.py")
-compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare)
 
 
 def _result(path, archs, truth, score):

@@ -157,14 +157,10 @@ def test_the_random_baseline_matches_the_retrained_mflops_without_leaning_larger
 
 def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
     """Scoring the journal's archs again, as the search did, orders them exactly as the journal does."""
-    import importlib.util
-
+    from bench import demo_spread
     from core.config import load_yaml, preset_path
     from supernet.spaces.base import make_space
 
-    spec = importlib.util.spec_from_file_location("demo_spread", ROOT / "scripts" / "demo_spread.py")
-    demo_spread = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_spread)
     run_dir = killed_and_rerun[0]
     tiny = load_yaml(preset_path("test-tiny"))
     space = make_space(tiny["space"], **tiny["space_opts"])
@@ -186,18 +182,15 @@ def test_demo_spread_ranks_archs_with_each_runs_supernet(killed_and_rerun):
 
 
 def test_heldout_evaluation_reproduces_the_retrain_report(killed_and_rerun, tmp_path):
-    """scripts/demo_vs_random.py --heldout scores a run's models as the retrain's own evaluation does."""
-    import importlib.util
+    """bench/demo_vs_random.py --heldout scores a run's models as the retrain's own evaluation does."""
     import zipfile
 
     import torch
 
+    from bench import demo_vs_random
     from core.data.datasets import MINI_ZIP, test_images_not_in
     from retrain.train import _spread
 
-    spec = importlib.util.spec_from_file_location("demo_vs_random", ROOT / "scripts" / "demo_vs_random.py")
-    demo_vs_random = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_vs_random)
     run_dir = killed_and_rerun[0]
     # an "embedded" set whose test split shares no file with cifar10-mini's: all 1,000 test images are held out
     with zipfile.ZipFile(MINI_ZIP) as src, zipfile.ZipFile(tmp_path / "other.zip", "w") as dst:

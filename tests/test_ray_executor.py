@@ -24,7 +24,7 @@ from search.async_loop import AsyncDriver
 from search.config import SearchConfig
 from search.executors import Outcome, SimulatedExecutor, parse_durations
 from search.searchers import make_searcher
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 from .conftest import ROOT
 from .test_search_evaluators import toy_table
@@ -144,7 +144,7 @@ def local_ray():
 
 
 def config(tmp_path, run, **kw):
-    base = dict(run_dir=str(tmp_path / run), space="search.toy:ToySpace", space_opts=TOY, budget=40,
+    base = dict(run_dir=str(tmp_path / run), space="tests.toy_space:ToySpace", space_opts=TOY, budget=40,
                 quiet=True, seed=3, executor="ray", workers=2)  # fmt: skip
     base.update(kw)
     return SearchConfig(**base)

@@ -3,7 +3,7 @@
 Two gloo ranks on the CPU train the tiny nb201 supernet through `run.py supernet` (via
 `tests/reliability/ddp_fault_worker.py`, which makes rank 1 `os._exit(1)` at step 6 the first time).
 With `--max-restarts 1` the elastic agent restarts the group, `--resume auto` picks up the epoch-end
-checkpoint of step 4, and the run finishes. `scripts/kill_resume_harness.py --ddp` also compares the
+checkpoint of step 4, and the run finishes. `tests/reliability/kill_resume_harness.py --ddp` also compares the
 result with an uninterrupted torchrun run (recorded in docs/reliability.md).
 """
 

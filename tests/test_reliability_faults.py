@@ -102,7 +102,7 @@ def test_journal_cut_at_every_byte_keeps_exactly_the_complete_lines(tmp_path, ca
 
 
 def _search_argv(run: Path, table: Path, budget: int = 40) -> list:
-    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
+    return ["search", "--space", "tests.toy_space:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
             "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
             "--metric", "score", "--report-metric", "other", "--budget", budget, "--batch", "4", "--seed", "3",
             "--quiet", "--threads", "1", "--run-dir", run]  # fmt: skip
@@ -114,10 +114,8 @@ def _lines(run: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def search_ref(tmp_path_factory):
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from kill_resume_harness import toy_table
+    from tests.reliability.kill_resume_harness import toy_table
 
     base = tmp_path_factory.mktemp("search")
     table = toy_table(base / "toy.csv")

@@ -19,7 +19,6 @@ import os
 import random
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -135,7 +134,7 @@ def test_random_bytes_last_resumes_from_previous(sn, tmp_path, caplog, seed):
 
 
 def _search_argv(run: Path, table: Path, budget: int = 8) -> list:
-    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
+    return ["search", "--space", "tests.toy_space:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
             "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
             "--metric", "score", "--budget", budget, "--batch", "4", "--seed", "3", "--quiet", "--threads", "1",
             "--run-dir", run]  # fmt: skip
@@ -143,8 +142,7 @@ def _search_argv(run: Path, table: Path, budget: int = 8) -> list:
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from kill_resume_harness import toy_table
+    from tests.reliability.kill_resume_harness import toy_table
 
     base = tmp_path_factory.mktemp("search")
     table = toy_table(base / "toy.csv")

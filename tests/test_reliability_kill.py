@@ -1,6 +1,6 @@
 """Real processes killed at random (seeded) moments, then resumed: the result equals an uninterrupted run.
 
-The small version of `scripts/kill_resume_harness.py`: `run.py supernet`, `search` (table evaluator)
+The small version of `tests/reliability/kill_resume_harness.py`: `run.py supernet`, `search` (table evaluator)
 and `retrain` are started as subprocesses side by side and receive SIGKILL at a random moment after
 their first checkpoint; `supernet` also gets a SIGTERM and `retrain` a SIGINT, after which each must
 exit cleanly with a newer checkpoint. The references and the resumed runs run in this process
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +20,7 @@ import pytest
 
 from core.jsonl import read_jsonl
 from tests.reliability.helpers import RETRAIN, SUPERNET, cli, model_of, same_tensors, step_of
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from kill_resume_harness import journal, journal_problems, start, toy_table, wait_for  # noqa: E402
+from tests.reliability.kill_resume_harness import journal, journal_problems, start, toy_table, wait_for
 
 SEED = 2024
 # More steps an epoch than the in-process tests use, so that a signal lands well inside the run.
@@ -32,7 +29,7 @@ RETRAIN = [*RETRAIN, "--train-images", "256"]
 
 
 def _search(table: Path) -> list:
-    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
+    return ["search", "--space", "tests.toy_space:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
             "--space-opts", "seed=5", "--evaluator", "table", "--table", str(table), "--arch-column", "name",
             "--metric", "score", "--report-metric", "other", "--budget", "150", "--batch", "2", "--seed", "3",
             "--threads", "1", "--quiet"]  # fmt: skip

@@ -31,7 +31,7 @@ SPACES = {
     "nasnet": {"nodes": 2, "channels": 4, "blocks": [1, 1], "ops": "lanas"},
     "mbconv": {},
     "resnet20": {},
-    "search.toy:ToySpace": {"decisions": 4, "choices": 4, "seed": 5},
+    "tests.toy_space:ToySpace": {"decisions": 4, "choices": 4, "seed": 5},
 }
 
 json_scalars = st.none() | st.booleans() | st.integers(-5, 20) | st.floats(allow_nan=True) | st.text(max_size=12)

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from bench.search_table import BenchSearchConfig, _Lookup, measure_overhead, run_bench_search
 from core.errors import UserError
-from search.bench import _Lookup, measure_overhead, run_bench_search
-from search.config import BenchSearchConfig
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 from .test_search_evaluators import toy_table
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import UserError
 from search.evaluators import FunctionEvaluator, TableEvaluator, make_evaluator
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 DATA = Path(__file__).parent / "data" / "nb201_tiny.csv"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "nb201.csv"
@@ -76,7 +76,7 @@ def test_table_evaluator_on_nb201(path):
 
 def test_user_function_evaluator():
     space = ToySpace()
-    ev = make_evaluator(type("C", (), {"evaluator": "search.toy:evaluate"})(), space, trusted=True)
+    ev = make_evaluator(type("C", (), {"evaluator": "tests.toy_space:evaluate"})(), space, trusted=True)
     arch = space.sample(np.random.default_rng(0))
     assert ev.evaluate([arch])[0]["metric"] == pytest.approx(space.score(arch))
     floats = FunctionEvaluator(lambda archs, sp: [1.5 for _ in archs], space)

@@ -12,7 +12,7 @@ from core.errors import UserError
 from core.jsonl import read_jsonl
 from search.config import SearchConfig
 from search.loop import run_search
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 from .test_search_evaluators import REAL, toy_table
 
@@ -20,7 +20,7 @@ OPTS = {"decisions": 4, "choices": 4, "seed": 5}
 
 
 def config(tmp_path, run, table, **kw):
-    base = dict(run_dir=str(tmp_path / run), space="search.toy:ToySpace", space_opts=OPTS, evaluator="table",
+    base = dict(run_dir=str(tmp_path / run), space="tests.toy_space:ToySpace", space_opts=OPTS, evaluator="table",
                 table=str(table), arch_column="name", metric="score", report_metric="other", budget=40, batch=4,
                 quiet=True, seed=3)  # fmt: skip
     base.update(kw)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.ranking import kendall_tau
 from core.errors import UserError
 from core.jsonl import read_jsonl
 from search.config import SearchConfig
 from search.evaluators.prior import Percentile, SizePrior
 from search.loop import run_search
-from search.toy import ToySpace
-from supernet.ranking import kendall_tau
+from tests.toy_space import ToySpace
 
 from .test_search_evaluators import toy_table
 
@@ -84,7 +84,7 @@ def test_size_prior_ranks_better_when_score_and_size_carry_independent_signal():
 def test_search_with_a_size_prior_journals_both_scores(tmp_path):
     space = ToySpace(decisions=4, choices=4, seed=5)
     table = toy_table(tmp_path, space)
-    cfg = SearchConfig(run_dir=str(tmp_path / "run"), space="search.toy:ToySpace", space_opts={"decisions": 4,
+    cfg = SearchConfig(run_dir=str(tmp_path / "run"), space="tests.toy_space:ToySpace", space_opts={"decisions": 4,
                        "choices": 4, "seed": 5}, evaluator="table", table=str(table), arch_column="name",
                        metric="score", budget=12, batch=3, quiet=True, seed=3, prior="params",
                        prior_reference=10)  # fmt: skip

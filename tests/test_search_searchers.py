@@ -12,7 +12,7 @@ import torch
 
 from core.errors import UserError
 from search.searchers import SEARCHERS, LaNAS, make_searcher
-from search.toy import ToySpace
+from tests.toy_space import ToySpace
 
 torch.set_num_threads(1)
 

@@ -226,7 +226,7 @@ def test_ddp_two_ranks_identical(tmp_path):
 def test_throughput_benchmark_runs(tmp_path):
     import json
 
-    from supernet.bench_throughput import BenchThroughputConfig, main
+    from bench.throughput import BenchThroughputConfig, main
 
     out = tmp_path / "t.json"
     res = main(BenchThroughputConfig(space_opts=TINY, strategies="uniform,fair", batch_size=16, steps=2, json=str(out)))
@@ -238,7 +238,7 @@ def test_throughput_benchmark_runs(tmp_path):
 
 
 def test_throughput_benchmark_without_a_largest_arch(tmp_path):
-    from supernet.bench_throughput import BenchThroughputConfig, main
+    from bench.throughput import BenchThroughputConfig, main
 
     opts = {"ops": "lanas", "nodes": 2, "channels": 4, "blocks": [1, 1]}
     res = main(BenchThroughputConfig(space="nasnet", space_opts=opts, strategies="uniform", batch_size=8, steps=2))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.decode import decode_image, failure_reason
 from core.data.lazy import FileSource, LazyImages
 from core.errors import UserError
 
@@ -271,7 +272,7 @@ def _read(files: _DirTree | _ZipTree, name: str) -> bytes:
     try:
         return files.read(name)
     except Exception as exc:  # an unreadable file is reported like an undecodable one
-        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
+        raise UserError(f"cannot decode image {name}: {failure_reason(exc)}; replace or delete that file") from None
 
 
 def _header_size(raw: bytes, name: str) -> tuple[int, int]:
@@ -281,7 +282,7 @@ def _header_size(raw: bytes, name: str) -> tuple[int, int]:
     try:
         return Image.open(io.BytesIO(raw)).size
     except Exception as exc:
-        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
+        raise UserError(f"cannot decode image {name}: {failure_reason(exc)}; replace or delete that file") from None
 
 
 class _DirTree:
@@ -357,36 +358,6 @@ def _decode_items(files: _DirTree | _ZipTree, items: list[tuple[str, int]], imag
         raise UserError(f"images under {split}/ differ in size; pass --image-size N to resize them")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64))
-
-
-def decode_image(raw: bytes, name: str, size: int) -> np.ndarray:
-    """One encoded image as uint8 (H, W, 3) RGB, fitted to `size` (`_fit`); both load paths use this."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(raw)).convert("RGB")
-    except Exception as exc:
-        raise UserError(f"cannot decode image {name}: {_reason(exc)}; replace or delete that file") from None
-    return np.asarray(_fit(img, size), dtype=np.uint8)
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line reason for a decode failure (PIL's messages can name an in-memory buffer)."""
-    from PIL import UnidentifiedImageError
-
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image file PIL can read (truncated, corrupt or another format)"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no details'}"
-
-
-def _fit(img: object, size: int) -> object:
-    """Resize the shorter side to `size` and centre-crop a square (no-op when size is 0 or equal)."""
-    if not size or img.size == (size, size):  # type: ignore[attr-defined]
-        return img
-    from torchvision.transforms.functional import center_crop, resize
-
-    return center_crop(resize(img, size), [size, size])
 
 
 def _cache_file(path: Path, image_size: int) -> Path | None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.decode import decode_image
 from core.errors import UserError
 
 
@@ -45,8 +46,6 @@ class FileSource:
         hw: tuple[int, int],
         threads: int = 0,
     ) -> None:
-        from core.data.datasets import decode_image  # datasets imports this module: resolve at use
-
         self.root, self.names, self.is_zip = Path(root), list(names), is_zip
         self.fit, self.hw = fit, (int(hw[0]), int(hw[1]))
         self.threads = threads or default_threads()

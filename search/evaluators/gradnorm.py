@@ -3,17 +3,14 @@
 `GradNorm(space, cfg)(arch)` builds `space.build(arch)` with fixed initial weights, takes one
 cross-entropy gradient on a fixed batch of training images (BatchNorm in training mode), and
 returns the log of its L2 norm over all parameters, averaged over `reps` (init, batch) pairs. It
-sees no label of the search or test split and trains nothing, so it costs a forward and a backward
-pass per repeat: about 0.5 s per repeat at the demo's size on one CPU core.
+sees no label of the search or test split and trains nothing, so it costs one forward and one
+backward pass per repeat.
 
 Why: it measures how fast a network starts to learn (Abdelfattah et al., "Zero-Cost Proxies for
-Lightweight NAS", ICLR 2021). In the demo's NASNet space it predicts the short retraining's test
-accuracy of *equal-cost* cells better than a 5-CPU-minute supernet does (Kendall tau 0.52 against
-0.28 for the supernet's cross-entropy, on accuracies corrected for MFLOPs; docs/benchmarks.md),
-and it is nearly independent of MFLOPs (tau -0.05 over random cells), so it adds what the
-supernet misses. `--prior gradnorm` averages its percentile with the evaluator's (`prior.py`).
-Tried in the demo's search over seeds 0-11, that average picked larger cells and no better ones
-than random cells of their cost (-0.7 points, SE 0.9), so the demo does not use it.
+Lightweight NAS", ICLR 2021), which hardly depends on the network's MFLOPs, so it can add what a
+briefly trained supernet misses among cells of equal cost. `--prior gradnorm` averages its
+percentile with the evaluator's (`prior.py`). How well it ranks the demo's cells, and why the demo
+preset leaves it off: docs/demo.md, "Search options".
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A weight-sharing supernet trained for a few epochs errs in a structured way: it favours the cells
 that converge fastest, not the ones that end best (docs/nb201_oneshot.md, "Where the rankings err").
-Parameter count alone ranks NAS-Bench-201 about as well (Kendall tau 0.58) and errs elsewhere, so
-the equal-weight average of the two percentiles ranks better than either; zero-cost proxy work
+Parameter count errs elsewhere, so the equal-weight average of the two percentiles can rank better
+than either (measured in docs/nb201_oneshot.md, "A size prior"); zero-cost proxy work
 combines estimators by the same kind of vote (Abdelfattah et al., ICLR 2021; White et al., NeurIPS
 2021). Nothing here sees a label: the score's percentile is taken against the scores of `reference`
 architectures drawn uniformly from the space, the size's against `cost_samples` uniform draws.
@@ -18,8 +18,8 @@ architectures are evaluated in addition to the search's budget.
 `--prior gradnorm` takes the percentile of a zero-cost proxy instead of the size: the log gradient
 norm at initialisation (`gradnorm.py`), placed against the same reference architectures and kept
 as "gradnorm" and "gradnorm_percentile". It predicts how well a cell trains in a short schedule,
-which a briefly trained supernet sees poorly among cells of equal cost; in the demo's search it
-nonetheless picked no better cells (docs/benchmarks.md, "Ranking equal-cost cells better").
+which a briefly trained supernet sees poorly among cells of equal cost (what it does in the demo's
+search: docs/demo.md, "Search options").
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from core import distributed
 from core.checkpoint import contents_of, load_checkpoint
 from core.data import TensorLoader, load_data
 from core.errors import CheckpointError, UserError
+from core.rundir import RunDir
 from core.runtime import select_device
 from search.evaluators import register_evaluator
 from supernet.evaluate import recal_subset, score_arch
@@ -33,13 +34,12 @@ def find_supernet_checkpoint(run_dir: str, given: str = "") -> Path:
     """`given`, else the run's best supernet checkpoint, else its last one."""
     if given:
         return Path(given)
-    for name in ("best.pt", "last.pt"):
-        path = Path(run_dir) / "supernet" / name
+    supernet = RunDir(run_dir).supernet
+    for path in (supernet.best, supernet.last):
         if path.exists():
             return path
     raise UserError(
-        f"no supernet checkpoint in {Path(run_dir) / 'supernet'}; run `run.py supernet` first "
-        "or pass --supernet-ckpt PATH"
+        f"no supernet checkpoint in {supernet.path}; run `run.py supernet` first or pass --supernet-ckpt PATH"
     )
 
 

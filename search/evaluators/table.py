@@ -24,7 +24,7 @@ def load_table(path: str, arch_column: str, columns: tuple[str, ...]) -> dict[st
     """`{arch string: (value per column)}`, cached per (file, columns); one-line `UserError` on problems."""
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"table {path} does not exist; pass --table with a CSV (e.g. ../shared/benchmarks/nb201.csv)")
+        raise UserError(f"table {path} does not exist; pass --table with a CSV (e.g. NAS-Bench-201's nb201.csv)")
     try:
         out = _read_rows(file, arch_column, columns)
     except (UnicodeDecodeError, csv.Error) as exc:  # not text, or not CSV

@@ -4,7 +4,7 @@ A searcher sees only a `Space` and the metrics it is told (higher is better); it
 model. `propose(n)` returns up to `n` new feasible architectures, `observe(archs, metrics)` tells
 it their scores, and `state_dict()` / `load_state_dict()` capture everything (history and the
 numpy RNG) as plain data, so a resumed search proposes exactly what an uninterrupted one would.
-The interface follows the ask/tell strategies of NNI and the design notes in `../shared/design.md`.
+The interface follows the ask/tell strategies of NNI.
 
 Two guarantees every searcher built on this class gets for free:
 - no architecture is proposed whose `space.canonical` form was already proposed or observed;

@@ -142,7 +142,9 @@ class LaNAS(Searcher):
             self.tree, self._built_at = Tree(self._matrix()[:saved], np.asarray(self._y[:saved]), *args), saved
             self._ranked, self._real_built = {}, saved
         # Rebuild every `rebuild_every` observations, and no more often than every `rebuild_growth`
-        # of the history: with 1,000 observations a rebuild costs tens of ms on a 220-dim encoding.
+        # of the history: a rebuild refits every node's model on the whole history, so its cost grows
+        # with the history, and rebuilding on a fixed share of it keeps the total cost linear
+        # (per-proposal times: docs/search_benchmark.md).
         every = max(self.rebuild_every, int(self.rebuild_growth * self._built_at))
         if self.tree is None or n - self._built_at >= every:
             x, y = self._matrix(), np.asarray(self._y)

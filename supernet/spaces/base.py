@@ -1,6 +1,6 @@
 """The search-space contract shared by supernet training, search and retraining.
 
-A space is declared once (see `docs/design` notes in `../shared/design.md`, "One source of truth"):
+A space is declared once, and every stage reads that one declaration:
 it samples, validates, encodes and serialises architectures, and it builds the networks that run
 them (the weight-sharing supernet, a standalone network, or a standalone network carrying the
 supernet's weights). Searchers only use the architecture half; trainers use the model half.

@@ -93,20 +93,20 @@ def test_checkpoint_naming_code_is_refused_and_never_run(tmp_path, capsys, entry
 def test_user_named_space_is_still_accepted_and_file_names_are_not(tmp_path):
     from search.evaluators import make_evaluator
     from search.searchers import make_searcher
-    from search.toy import ToySpace
     from supernet.spaces.base import make_space, make_user_space
+    from tests.toy_space import ToySpace
 
-    assert make_user_space("search.toy:ToySpace", decisions=3).d == 3
-    with pytest.raises(UserError, match=r"'search\.toy:ToySpace' is not a registered space .*--space search"):
-        make_space("search.toy:ToySpace", decisions=3)
+    assert make_user_space("tests.toy_space:ToySpace", decisions=3).d == 3
+    with pytest.raises(UserError, match=r"'tests\.toy_space:ToySpace' is not a registered space .*--space tests"):
+        make_space("tests.toy_space:ToySpace", decisions=3)
     # options read from a file cannot turn the trust on
     with pytest.raises(UserError, match="not a registered space"):
-        make_space("search.toy:ToySpace", trusted=True)
+        make_space("tests.toy_space:ToySpace", trusted=True)
     space = ToySpace()
     with pytest.raises(UserError, match="--searcher search.searchers"):
         make_searcher("search.searchers.random_search:RandomSearch", space, 0)
-    cfg = type("C", (), {"evaluator": "search.toy:evaluate"})()
-    with pytest.raises(UserError, match="--evaluator search.toy:evaluate"):
+    cfg = type("C", (), {"evaluator": "tests.toy_space:evaluate"})()
+    with pytest.raises(UserError, match="--evaluator tests.toy_space:evaluate"):
         make_evaluator(cfg, space)
     assert make_searcher("search.searchers.random_search:RandomSearch", space, 0, trusted=True).propose(1)
 
@@ -117,7 +117,7 @@ def test_checkpoint_space_is_trusted_only_when_the_user_names_it(tmp_path):
     canary = tmp_path / "canary"
     ckpt = _evil_retrain_checkpoint(tmp_path / "evil.pt", "subprocess:run", {"args": ["touch", str(canary)]})
     with pytest.raises(UserError, match="pass --space subprocess:run"):
-        model_from_checkpoint(ckpt, trusted={"search.toy:ToySpace"})
+        model_from_checkpoint(ckpt, trusted={"tests.toy_space:ToySpace"})
     assert not canary.exists()
 
 
@@ -146,7 +146,7 @@ def test_architecture_file_naming_code_is_refused_and_never_run(tmp_path, capsys
 
 
 def _search_argv(run: Path, table: Path, budget: int = 20) -> list:
-    return ["search", "--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
+    return ["search", "--space", "tests.toy_space:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
             "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
             "--metric", "score", "--budget", budget, "--batch", "4", "--seed", "3", "--quiet", "--threads", "1",
             "--run-dir", run]  # fmt: skip
@@ -154,8 +154,7 @@ def _search_argv(run: Path, table: Path, budget: int = 20) -> list:
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from kill_resume_harness import toy_table
+    from tests.reliability.kill_resume_harness import toy_table
 
     return toy_table(tmp_path_factory.mktemp("table") / "toy.csv")
 

@@ -1,6 +1,6 @@
 """How much can any search gain over a random architecture of the same MFLOPs? Retrain random ones.
 
-    python scripts/demo_spread.py --preset demo --target-mflops 8.8 --archs 12 --seeds 2 --workers 2 \
+    python -m bench.demo_spread --preset demo --target-mflops 8.8 --archs 12 --seeds 2 --workers 2 \
         --run-dir checkpoints/demo-spread --json docs/bench/demo-spread.json
 
 Samples `--archs` distinct random architectures within ±10% of `--target-mflops` (counted at
@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.ranking import kendall_tau
+from core.config import load_yaml, preset_path
+from core.errors import UserError
+from supernet.spaces.base import Space, make_space
 
-from core.config import load_yaml, preset_path  # noqa: E402
-from core.errors import UserError  # noqa: E402
-from supernet.ranking import kendall_tau  # noqa: E402
-from supernet.spaces.base import Space, make_space  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository: run.py and the presets
 
 
 def sample_same_flops(space: Space, target: float, n: int, seed: int, tolerance: float = 0.1) -> list:

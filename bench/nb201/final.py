@@ -1,7 +1,7 @@
 """The pipeline's last stage in `run.py bench-nb201`: the search's best cells, trained alone, pick the winner.
 
 A search on the supernet returns the cell it scores best, but within the best tenth of the space the
-supernet's order is close to chance (top-10% tau about 0.0-0.1 in docs/nb201_oneshot.md), and its
+supernet's order can be close to chance (docs/nb201_oneshot.md, "The final stage"), and its
 favourite is the cell that converges fastest when trained inside the supernet. The retrain stage of
 `run.py pipeline` trains the top-k cells of a search from scratch anyway; here each of the K
 best-scored cells a search evaluated is trained alone, from scratch, for the same number of steps
@@ -111,8 +111,8 @@ class FinalStage:
 
     def accuracy(self, arch: Hashable) -> dict[str, Any]:
         """Search-split accuracy of `arch` trained alone (cached; reused from disk with the same settings)."""
+        from bench.nb201.train import supernet_config, train_for
         from search.evaluators.supernet import SupernetEvaluator
-        from supernet.nb201_train import supernet_config, train_for
         from supernet.train import SupernetTrainer
 
         known = self.known(arch)

@@ -1,12 +1,12 @@
 """Compare the rankings of several `run.py bench-nb201` results on their common draw of cells.
 
-    python scripts/nb201_compare.py docs/bench/nb201-70min-sandwich.json:sandwich/recal500 \
+    python -m bench.nb201.compare docs/bench/nb201-70min-sandwich.json:sandwich/recal500 \
         docs/bench/nb201-110min-sandwich.json:sandwich/recal500
 
 Each argument is RESULT_JSON:SCORE_KEY (a key of the result's "scores"). Per ranking it prints
 Kendall's tau and Spearman's rho on the uniform draw; the mean score by op on the input-to-output
 edge (3<-0) among all scored cells above 93% in the table; the largest per-edge op biases
-(`supernet.nb201_bias.op_bias`); and the same bias by the number of convolutions on the cell's
+(`bench.nb201.bias.op_bias`); and the same bias by the number of convolutions on the cell's
 longest input-to-output path (positive: deeper cells are undervalued). With two or more rankings
 it also prints their rank-averaged ensemble. All results must hold the same drawn cells.
 
@@ -26,15 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.errors import UserError  # noqa: E402
-from search.evaluators.prior import SizePrior  # noqa: E402
-from search.evaluators.table import load_table  # noqa: E402
-from supernet.nb201_bias import conv_depth, op_bias, percentile_residual, worst_bias  # noqa: E402
-from supernet.nets.nb201 import OPS  # noqa: E402
-from supernet.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho  # noqa: E402
-from supernet.spaces.base import make_space  # noqa: E402
+from bench.nb201.bias import conv_depth, op_bias, percentile_residual, worst_bias
+from bench.ranking import bootstrap_ci, kendall_tau, rankdata, spearman_rho
+from core.errors import UserError
+from search.evaluators.prior import SizePrior
+from search.evaluators.table import load_table
+from supernet.nets.nb201 import OPS
+from supernet.spaces.base import make_space
 
 TABLE = "../shared/benchmarks/nb201.csv"
 

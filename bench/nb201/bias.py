@@ -3,7 +3,7 @@
 `ranking_report` gives the figures `run.py bench-nb201` saves per ranking: tau and rho with their
 intervals on the uniform draw and on the table's best tenth, and `op_bias`, the error by op on each
 edge. `conv_depth` groups cells by the number of convolutions on their longest input-to-output path
-(`scripts/nb201_compare.py`). Both biases compare percentiles, (truth percentile - score
+(`bench.nb201.compare`). Both biases compare percentiles, (truth percentile - score
 percentile): negative where the scorer overvalues a group of cells, positive where it undervalues
 it; a scorer whose errors are noise gives about 0.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.ranking import correlation_report, rankdata
 from supernet.nets.nb201 import EDGES, OPS
-from supernet.ranking import correlation_report, rankdata
 
 
 def ranking_report(score: np.ndarray, sample: dict[str, Any], bootstrap: int, seed: int) -> dict[str, Any]:

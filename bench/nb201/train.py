@@ -11,19 +11,17 @@ import math
 import time
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from bench.nb201.config import BenchNB201Config
 from supernet.config import SupernetConfig
 from supernet.nets.nb201 import OPS
 from supernet.train import SupernetTrainer
 
-if TYPE_CHECKING:
-    from supernet.bench_nb201 import BenchNB201Config
-
-log = logging.getLogger("supernet.bench_nb201")
+log = logging.getLogger("bench.nb201.oneshot")
 
 
 class TimeCosine:

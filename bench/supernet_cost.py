@@ -1,8 +1,8 @@
 """bench-supernet: what running a subnet through the weight-sharing supernet costs, against the
 same subnet built standalone.
 
-The design goal (see `../shared/design.md`) is that a supernet step for one architecture costs about
-what that architecture costs on its own: time ratio <= 1.10 and memory ratio <= 1.2. Measured here:
+The goal is that a supernet step for one architecture costs about what that architecture costs on
+its own: time ratio <= 1.10 and memory ratio <= 1.2 (results: docs/benchmarks.md). Measured here:
 
 - time: forward + backward (cross-entropy on random labels, grads set to None first), train mode,
   median over `steps` steps after `warmup` untimed ones; the two networks alternate step by step,

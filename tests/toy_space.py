@@ -5,7 +5,7 @@ one-hot encoding of d*k dims. `ToySpace.score(arch)` is a chain-structured objec
 per decision and choice, plus one per pair of neighbouring decisions) drawn from the space's seed,
 so the optimum is exactly known by dynamic programming (`ToySpace.optimum()`), and the landscape
 has interactions that a purely additive model cannot fit. `evaluate` is a ready-made user evaluator
-(`--evaluator search.toy:evaluate` with `--space search.toy:ToySpace`).
+(`--evaluator tests.toy_space:evaluate` with `--space tests.toy_space:ToySpace`).
 
 It registers as the built-in-free `module:Class` example of the user-space path; it has no networks.
 """

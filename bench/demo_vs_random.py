@@ -1,6 +1,6 @@
 """The pipeline's found architecture against its random baseline of the same MFLOPs, over seeds.
 
-    python scripts/demo_vs_random.py checkpoints/demo-s*  [--json docs/bench/demo-seeds.json]
+    python -m bench.demo_vs_random checkpoints/demo-s*  [--json docs/bench/demo-seeds.json]
 
 Each argument is the run directory of one `run.py pipeline` run with `baseline: true` (one seed
 each). Prints the per-seed test top-1 of the retrained best architecture (`retrain/top1`) and of
@@ -11,8 +11,8 @@ differences, so no distributional assumption), and how many seeds the search win
 The embedded test split has 1,000 images, so two models that disagree on a fifth of them differ by
 about 1.4 points from the test sample alone. `--heldout ../shared/data/cifar10-jpeg.zip` also
 evaluates both retrained models of each run on the CIFAR-10 test images the embedded set lacks
-(9,000, matched by file bytes) and gives the same statistics there (about 3.5 CPU-minutes a run;
-each figure is kept in the run's `retrain/<id>/heldout.json` and reused).
+(9,000, matched by file bytes) and gives the same statistics there (each figure is kept in the
+run's `retrain/<id>/heldout.json` and reused). Results: docs/demo.md.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.config import load_yaml  # noqa: E402
-from core.data import ImageSet, TensorLoader  # noqa: E402
-from core.data.datasets import CIFAR_MEAN, CIFAR_STD, test_images_not_in  # noqa: E402
-from core.errors import CheckpointError, UserError  # noqa: E402
-from retrain.evaluate import evaluate  # noqa: E402
-from retrain.inputs import model_from_checkpoint  # noqa: E402
+from core.config import load_yaml
+from core.data import ImageSet, TensorLoader
+from core.data.datasets import CIFAR_MEAN, CIFAR_STD, test_images_not_in
+from core.errors import CheckpointError, UserError
+from retrain.evaluate import evaluate
+from retrain.inputs import model_from_checkpoint
 
 
 def read_test_top1(run_dir: Path, arch_id: str) -> float:

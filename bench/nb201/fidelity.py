@@ -1,10 +1,10 @@
 """How well does the `--final-k` stage of `run.py bench-nb201` tell good cells apart? Train given cells alone.
 
-    python scripts/nb201_fidelity.py --data-dir ../shared/data/cifar10-jpeg.zip --run-dir checkpoints/fid-n5 \
+    python -m bench.nb201.fidelity --data-dir ../shared/data/cifar10-jpeg.zip --run-dir checkpoints/fid-n5 \
         --space-opts channels=8 --space-opts cells=5 --epochs 1 --workers 2 \
         '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|' ...
 
-Each cell is trained alone exactly as the final stage trains it (`supernet.nb201_final.FinalStage`,
+Each cell is trained alone exactly as the final stage trains it (`bench.nb201.final.FinalStage`,
 results cached under `<run_dir>/final/`, so a bench run with the same settings reuses them), and
 its search-split accuracy is printed next to the table's `c10_test_200ep`, with Kendall's tau
 between the two when three or more cells are given. The table is read only to print it.
@@ -18,14 +18,12 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.errors import UserError  # noqa: E402
-from core.runtime import set_threads  # noqa: E402
-from search.evaluators.table import load_table  # noqa: E402
-from supernet.bench_nb201 import BenchNB201Config  # noqa: E402
-from supernet.nb201_final import FinalStage  # noqa: E402
-from supernet.ranking import kendall_tau  # noqa: E402
+from bench.nb201.config import BenchNB201Config
+from bench.nb201.final import FinalStage
+from bench.ranking import kendall_tau
+from core.errors import UserError
+from core.runtime import set_threads
+from search.evaluators.table import load_table
 
 
 def main(argv: list[str] | None = None) -> int:

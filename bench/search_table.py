@@ -20,18 +20,63 @@ import math
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from search.config import BenchSearchConfig
+from core.config import opt
+from core.errors import UserError
 from search.evaluators.table import load_table
 from search.searchers import make_searcher
 from supernet.spaces.base import Space, make_user_space
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = (50, 100, 200, 500)
+
+
+@dataclass
+class BenchSearchConfig:
+    """`run.py bench-search`: every searcher against a lookup table, many seeds, one process."""
+
+    table: str = opt("", "CSV with one row per architecture of the space (e.g. ../shared/benchmarks/nb201.csv)")
+    arch_column: str = opt("arch", "table column holding the arch string (space.to_str)")
+    metric: str = opt("c10_test_200ep", "table column the searchers maximise")
+    report_metric: str = opt("", "table column reported for the best arch found (default: --metric)")
+    space: str = opt("nb201", "search space whose to_str matches the arch column: a name or module:Class")
+    space_opts: dict = opt({}, "keyword options for the space, KEY=VALUE")
+    searchers: str = opt("lanas,evolution,random", "comma-separated searchers (names or module:Class)")
+    searcher_opts: dict = opt({}, "per-searcher options as NAME.KEY=VALUE (e.g. lanas.height=4)")
+    seeds: int = opt(100, "independent runs per searcher, seeds 0..N-1")
+    budget: int = opt(500, "evaluations per run at most (a run that found the best stops early)")
+    batch: int = opt(1, "proposals per round (q)")
+    json: str = opt("", "write the figures to this JSON file")
+    plot: str = opt("", "write the mean best-so-far curves to this PNG")
+    overhead_space: str = opt("", "also time LaNAS per proposal with 1,000 observations on this space (e.g. nasnet)")
+    quiet: bool = opt(False, "no progress bar")
+    noise: float = opt(0.0, "observe the metric with a fixed Gaussian error of this SD per (seed, arch)")
+
+    def __post_init__(self) -> None:
+        if not (self.noise >= 0 and math.isfinite(self.noise)):
+            raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
+        if not self.table:
+            raise UserError("bench-search needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+        if self.seeds < 1 or self.budget < 1 or self.batch < 1:
+            raise UserError("--seeds, --budget and --batch must be >= 1")
+        if not [s for s in self.searchers.split(",") if s.strip()]:
+            raise UserError("--searchers needs at least one name, e.g. lanas,evolution,random")
+
+    def opts_for(self, searcher: str) -> dict[str, Any]:
+        """The `searcher_opts` entries prefixed with `searcher.`, without the prefix."""
+        out = {}
+        for key, value in self.searcher_opts.items():
+            name, sep, sub = key.partition(".")
+            if not sep:
+                raise UserError(f"--searcher-opts {key}: write it as SEARCHER.KEY=VALUE, e.g. lanas.height=4")
+            if name == searcher:
+                out[sub] = value
+        return out
 
 
 class _Lookup:

@@ -15,7 +15,7 @@ For each scenario (`run.py supernet`, `search` with the table and with the super
 After a SIGTERM or SIGINT the command must exit on its own (no traceback) having written a
 checkpoint at a later step than the one on disk when the signal was sent.
 
-    python scripts/kill_resume_harness.py --kills 3 --seed 0 --json docs/reliability-harness.json
+    python -m tests.reliability.kill_resume_harness --kills 3 --seed 0 --json docs/reliability-harness.json
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]  # the repository: run.py
 log = logging.getLogger("harness")
 LANET_TINY = "2,3,1,0,0,1,1,2"  # a 2-node LaNet cell for the test-tiny nasnet space
 
@@ -55,7 +54,7 @@ def scenarios(scale: int = 1, table: str = "") -> dict[str, Scenario]:
     """The tiny command lines; `scale` multiplies the work so random kills land inside it."""
     common = ["--preset", "test-tiny", "--threads", "1", "--quiet", "--seed", "0"]
     sn = ["supernet", *common, "--epochs", str(2 * scale), "--checkpoint-minutes", "0.01"]
-    toy = ["--space", "search.toy:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
+    toy = ["--space", "tests.toy_space:ToySpace", "--space-opts", "decisions=5", "--space-opts", "choices=4",
            "--space-opts", "seed=5", "--evaluator", "table", "--table", table, "--arch-column", "name",
            "--metric", "score", "--report-metric", "other"]  # fmt: skip
     out = {
@@ -100,7 +99,7 @@ def toy_table(path: Path) -> Path:
 
     import numpy as np
 
-    from search.toy import ToySpace
+    from tests.toy_space import ToySpace
 
     space = ToySpace(decisions=5, choices=4, seed=5)
     with open(path, "w", newline="") as fh:

@@ -104,8 +104,8 @@ def _loss_step(model: torch.nn.Module, call: Any, x: torch.Tensor, y: torch.Tens
 
 def paired_uniform(trainer: Any, steps: int, mem_steps: int = 3) -> dict[str, Any]:
     """Supernet training steps vs the same sampled subnets trained standalone, interleaved, data included."""
+    from bench.supernet_cost import saved_activation_bytes, weight_bytes
     from core.optim import make_optimizer
-    from supernet.bench import saved_activation_bytes, weight_bytes
 
     batches = trainer.loader.iter_from(0)
     sup_t, sub_t, mem = [], [], []
