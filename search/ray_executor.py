@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,17 @@ from search.executors import Outcome, Trial, require_ray
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent  # the toolkit's source tree, put on the workers' path
-_EVALUATORS: dict[str, tuple[Any, Any]] = {}  # per worker process: search token -> (space, evaluator)
+_EVALUATORS: dict[str, tuple[Any, Any]] = {}  # per worker process: evaluator key -> (space, evaluator)
+# options that do not change how an architecture is scored: searches that differ only in these share evaluators
+_NOT_EVALUATION = ("run_dir", "run_name", "resume", "budget", "time_budget_minutes", "searcher", "searcher_opts",
+                   "workers", "max_retries", "ray_address", "topk", "quiet", "executor")  # fmt: skip
+
+
+def evaluator_key(cfg: Any) -> str:
+    """What a worker's cached evaluator is keyed by: the config's options that bear on scoring."""
+    import json
+
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in _NOT_EVALUATION}, sort_keys=True, default=str)
 
 
 def one_line(exc: BaseException) -> str:
@@ -46,7 +55,7 @@ def run_trial(token: str, cfg: Any, arch_json: dict[str, Any], seconds: float, t
 
             if threads > 0:
                 torch.set_num_threads(threads)
-            _EVALUATORS.clear()  # one search at a time per worker process
+            _EVALUATORS.clear()  # one evaluator at a time per worker process
             space = make_user_space(cfg.space, **cfg.space_opts)
             # the config is the user's command line, sent by the driver: import paths in it are allowed
             entry = _EVALUATORS[token] = (space, make_evaluator(cfg, space, trusted=True))
@@ -66,6 +75,29 @@ def run_trial(token: str, cfg: Any, arch_json: dict[str, Any], seconds: float, t
     return info
 
 
+def init_ray(address: str = "", threads: int = 1, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address` (or start a local one), with the toolkit on the workers' path.
+
+    Workers get `OMP_NUM_THREADS=threads`. The toolkit's own tree and the current directory go on
+    their `PYTHONPATH`, so they import it (and a user's module:Class) from the same paths as the
+    driver: on a cluster, check out the toolkit at the same path on every node, or install it there.
+    """
+    ray = require_ray()
+    path = os.pathsep.join(p for p in (str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
+    kw: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
+    if not address:
+        kw.update(include_dashboard=False, num_cpus=num_cpus)
+    try:
+        ray.init(address=address or None, log_to_driver=False, **kw)
+    except Exception as exc:  # no cluster at that address, a version mismatch, ...
+        where = address or "a local Ray"
+        raise UserError(
+            f"could not start or join {where} ({one_line(exc)[:200]}); start the head with "
+            "`ray start --head` and pass --ray-address HOST:6379, or leave it empty for a local Ray"
+        ) from None
+
+
 class RayExecutor:
     """Submits trials as Ray tasks and collects them as they finish; starts a local Ray if none runs."""
 
@@ -74,19 +106,7 @@ class RayExecutor:
         self.ray, self.space, self.owns = ray, space, False
         threads = max(1, int(cfg.cpus_per_trial))
         if not ray.is_initialized():
-            path = os.pathsep.join(p for p in (str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-            env = {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
-            kw: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
-            if not cfg.ray_address:
-                kw["include_dashboard"] = False
-            try:
-                ray.init(address=cfg.ray_address or None, log_to_driver=False, **kw)
-            except Exception as exc:  # no cluster at that address, a version mismatch, ...
-                where = cfg.ray_address or "a local Ray"
-                raise UserError(
-                    f"could not start or join {where} ({one_line(exc)[:200]}); start the head with "
-                    "`ray start --head` and pass --ray-address HOST:6379, or leave it empty for a local Ray"
-                ) from None
+            init_ray(cfg.ray_address, threads)
             self.owns = True
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
@@ -103,7 +123,7 @@ class RayExecutor:
         self.workers = int(cfg.workers or max(1, int(fits)))
         self.threads = threads
         self.cfg_ref = ray.put(cfg)
-        self.token = uuid.uuid4().hex
+        self.token = evaluator_key(cfg)
         self.remote = ray.remote(run_trial).options(
             num_cpus=cfg.cpus_per_trial, num_gpus=cfg.gpus_per_trial, max_retries=0, retry_exceptions=False
         )
