@@ -63,6 +63,7 @@ class LaNAS(Searcher):
         restart: int = 20,
         kick: int = 5,
         pending: str = "ignore",
+        lie: str = "mean",
     ) -> None:
         super().__init__(space, rng_seed, constraint)
         check_opt(height >= 1, f"lanas: height must be >= 1, got {height}")
@@ -86,9 +87,11 @@ class LaNAS(Searcher):
         self.kick = int(kick)
         check_opt(pending in ("ignore", "liar"), f"lanas: pending must be ignore or liar, not {pending!r}")
         # Proposals in flight (asynchronous search): "ignore" leaves them out of the tree (they are only
-        # never proposed again); "liar" adds them to it at each rebuild as if they had scored the mean
-        # observed metric (a constant liar), so the partition and UCB counts see where work is pending.
+        # never proposed again); "liar" adds them to it at each rebuild as if they had scored the mean (or
+        # `lie`: min, max) observed metric, a constant liar, so the partition and UCB see pending work.
         self.pending_mode = pending
+        check_opt(lie in ("mean", "min", "max"), f"lanas: lie must be mean, min or max, not {lie!r}")
+        self.lie = lie  # the constant liar's value: the mean, lowest or highest observed metric
         self._real_built = 0  # finite observations in the current tree (members beyond are pending lies)
         self._epoch = 0  # index into the finite observations where the current climb started
         self._enc: list[np.ndarray] = []  # encodings of finite observations, same order as _y
@@ -150,7 +153,7 @@ class LaNAS(Searcher):
             x, y = self._matrix(), np.asarray(self._y)
             if self.pending_mode == "liar" and self.pending:
                 lies = np.stack([self.encode(a) for a in self.pending])
-                x, y = np.concatenate([x, lies]), np.concatenate([y, np.full(len(lies), y.mean())])
+                x, y = np.concatenate([x, lies]), np.concatenate([y, np.full(len(lies), getattr(np, self.lie)(y))])
             self.tree, self._built_at = Tree(x, y, *args), n
             self._ranked, self._real_built = {}, n
 
