@@ -293,3 +293,20 @@ def test_bench_search_on_ray_reports_the_four_figures(tmp_path, local_ray):
     assert out["evals_to_best"]["lanas"]["1"]["found"] == 3  # 256 archs, budget 100: LaNAS finds the best
     with pytest.raises(UserError, match="lognormal:MEAN,SIGMA"):
         BenchSearchConfig(table=str(table), executor="ray", eval_seconds="uniform:1")
+
+
+def test_train_evaluator_on_a_worker_gives_the_in_process_result(tmp_path, local_ray):
+    from search.evaluators.train import TrainingEvaluator
+    from search.loop import run_search
+    from supernet.spaces.base import make_user_space
+
+    cfg = SearchConfig(run_dir=str(tmp_path / "train"), space="nb201", evaluator="train", dataset="synthetic",
+                       image_size=16, search_size=128, train_epochs=1, budget=2, seed=1, searcher="random",
+                       executor="ray", workers=2, quiet=True, device="cpu")  # fmt: skip
+    run_search(cfg)
+    records = journal(cfg)
+    assert len(records) == 2 and all("error" not in r for r in records)
+    space = make_user_space("nb201")
+    here = TrainingEvaluator(space, cfg)
+    for r in records:  # same architecture and seed: the same score on a Ray worker as in this process
+        assert here.train_and_score(space.from_json(r["arch"]))["metric"] == r["metric"]
