@@ -174,7 +174,7 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
         log.info("resuming: re-submitting the %d trials that were in flight", len(resubmit))
     driver = AsyncDriver(searcher, executor, space, workers=workers, budget=cfg.budget,
                          max_retries=cfg.max_retries, sync=sync, durations=durations)  # fmt: skip
-    driver.number = len(records) + len(resubmit)
+    driver.number = len(records)  # the trials re-submitted first keep their place in the sequence of durations
     best = max((r["metric"] for r in records if _ok(r["metric"])), default=-math.inf)
     n0, start = len(records), time.perf_counter() - elapsed
     failures = {"count": 0}
