@@ -24,4 +24,5 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench-nb201": ("bench.nb201.config:BenchNB201Config", "bench.nb201.oneshot:main", "one-shot NAS-Bench-201"),
     "bench-latency": ("bench.latency:BenchLatencyConfig", "bench.latency:main", "latency table against measurement"),
     "bench-gpu": ("bench.gpu:BenchGpuConfig", "bench.gpu:main", "AMP parity, GPU training throughput, loader rate"),
+    "bench-data": ("bench.data:BenchDataConfig", "bench.data:main", "input path images/s against the standard loader"),
 }

@@ -59,6 +59,18 @@ class CommonConfig:
     search_size: int = opt(1000, "training images held out as the search split (never the test split)")
     split_seed: int = opt(0, "seed of the search split carved from the training set (same for all stages)")
     threads: int = opt(0, "torch compute threads per process (0: free cores / local ranks)")
+    loader: str = opt(
+        "auto",
+        "input path: memory (decoded once into tensors), workers (DataLoader worker processes, timm transforms), "
+        "auto (workers for image folders of images over 64 px, else memory)",
+        choices=("auto", "memory", "workers"),
+    )
+    workers: int = opt(-1, "DataLoader worker processes per rank on the workers path (-1: free cores / local ranks)")
+    crop_pct: float = opt(0.875, "workers path, evaluation: resize to size / crop_pct, then centre-crop size")
+    crop_scale: list[float] = opt([0.08, 1.0], "workers path, training: RandomResizedCrop area range (timm default)")
+    crop_ratio: list[float] = opt([0.75, 1.3333333], "workers path, training: RandomResizedCrop aspect ratio range")
+    strict_images: bool = opt(False, "stop at an undecodable image instead of skipping it (workers path)")
+    loader_timeout: float = opt(300.0, "seconds to wait for a data-loader worker's batch before stopping with an error")
     resume: str = opt("", "'auto' to continue from the latest good checkpoint in the run directory, or a path")
     quiet: bool = opt(False, "no progress bars, warnings only")
 
@@ -71,6 +83,12 @@ class CommonConfig:
             raise UserError(f"--search-size must be >= 0, got {self.search_size}")
         if self.num_classes < 0 or self.image_size < 0 or self.threads < 0:
             raise UserError("--num-classes, --image-size and --threads must be >= 0")
+        if self.workers < -1 or self.loader_timeout <= 0 or not 0 < self.crop_pct <= 1:
+            raise UserError("--workers must be >= -1, --loader-timeout > 0 and --crop-pct in (0, 1]")
+        for name in ("crop_scale", "crop_ratio"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise UserError(f"--{name.replace('_', '-')} takes LOW,HIGH with 0 < LOW <= HIGH")
         if self.resume not in ("", "auto") and not os.path.exists(self.resume):  # False, not OSError, on odd names
             raise UserError(f"--resume {self.resume}: no such file; use --resume auto or a checkpoint path")
 

@@ -73,7 +73,7 @@ class Trainer:
         cfg = self.cfg
         return load_data(
             cfg.dataset, cfg.data_dir, search_size=cfg.search_size, split_seed=cfg.split_seed,
-            num_classes=cfg.num_classes, image_size=cfg.image_size, download=cfg.download,
+            num_classes=cfg.num_classes, image_size=cfg.image_size, download=cfg.download, loader=cfg.loader,
         )  # fmt: skip
 
     def set_schedule(self, loader: Any, images: int, trained: nn.Module | list) -> None:
@@ -191,17 +191,27 @@ class Trainer:
                     self.loader.iter_from(start), cfg.quiet, total=self.steps_per_epoch, initial=start,
                     desc=f"{self.label} epoch {epoch + 1}/{cfg.epochs}",
                 )  # fmt: skip
-                for x, y in bar:
+                self.wait_s, batches = 0.0, iter(bar)
+                while True:
+                    t_wait = time.monotonic()
+                    try:
+                        x, y = next(batches)
+                    except StopIteration:
+                        break
+                    self.wait_s += time.monotonic() - t_wait
                     out = self.train_step(x, y)
                     seen += len(y) * self.world
                     if out is not None:
                         self.pass_losses.append(self.last_loss)
                         self.record_step(out)
-                        bar.set_postfix(loss=f"{self.last_loss:.3f}", img_s=f"{seen / (time.monotonic() - t0):.0f}")
+                        elapsed = max(time.monotonic() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{self.last_loss:.3f}", img_s=f"{seen / elapsed:.0f}",
+                                        wait=f"{100 * self.wait_s / elapsed:.0f}%")  # fmt: skip
                     minutes = (time.monotonic() - last_save) / 60
                     if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
                         break
                 if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
+                    self.data_wait = self.wait_s / max(time.monotonic() - t0, 1e-9)
                     self.end_epoch(epoch, seen / max(time.monotonic() - t0, 1e-9))
                 self.save(finished=self.step >= self.total_steps)
                 last_save = time.monotonic()
@@ -214,7 +224,17 @@ class Trainer:
         return self.finish()
 
     def log_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        """Write the epoch's metrics line (JSONL and TensorBoard) and log it."""
+        """Write the epoch's metrics line (JSONL and TensorBoard) and log it.
+
+        With `img_per_s` it carries `data_wait`, the fraction of the epoch's time spent waiting for
+        batches, and on the worker path `skipped_images`, the undecodable files skipped this epoch.
+        """
+        if "img_per_s" in record:
+            record["data_wait"] = round(getattr(self, "data_wait", 0.0), 4)
+        if hasattr(self.loader, "skipped"):
+            record["skipped_images"] = int(self.loader.skipped)
+            if self.loader.skipped:
+                log.warning("%d undecodable images were skipped this epoch", self.loader.skipped)
         self.metrics.log(record, step=epoch + 1)
         log.info(
             "%s epoch %d: %s", self.label, epoch + 1,

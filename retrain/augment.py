@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.data import Augment, ImageSet, TensorLoader, augment_batch
+from core.data.folder import FolderLoader
 from core.errors import UserError
 
 
@@ -148,3 +149,48 @@ def _policy(opt: AugmentOptions) -> Any:
         return v2.RandAugment(num_ops=opt.randaugment_n, magnitude=opt.randaugment_m)
     small = opt.image_size <= 64
     return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET)
+
+
+class WorkerAugmentLoader(FolderLoader):
+    """The worker path's training loader for retraining: crop, flip and policy in the workers (timm),
+    then on the device normalisation, Mixup/CutMix (timm, soft targets) and random erasing (timm).
+
+    The device-side draws are seeded by (seed, epoch, batch index), like `AugmentLoader`'s.
+    """
+
+    def __init__(
+        self, data: ImageSet, batch_size: int, *, options: AugmentOptions, num_classes: int, **kw: Any
+    ) -> None:
+        super().__init__(data, batch_size, train=True, **kw)
+        self.options, self.seed = options, kw.get("seed", 0)
+        self.mixup, self.erasing = _mixers(options, batch_size, num_classes, self.device)
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().finish(x, y, batch_index)
+        if self.mixup is None and self.erasing is None:
+            return x, y
+        with seeded(seed_of(self.seed, self.epoch, batch_index, 17), self.device):
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
+            if self.erasing is not None:
+                x = self.erasing(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def _mixers(opt: AugmentOptions, batch_size: int, num_classes: int, device: torch.device) -> tuple[Any, Any]:
+    """timm's Mixup/CutMix and random erasing for `opt` (None where off)."""
+    mixup = erasing = None
+    if opt.mixes:
+        if batch_size % 2:
+            raise UserError(f"Mixup/CutMix need an even batch per rank; got {batch_size}")
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=opt.mixup, cutmix_alpha=opt.cutmix, prob=opt.mix_prob,
+                      label_smoothing=opt.label_smoothing, num_classes=num_classes)  # fmt: skip
+    if opt.random_erasing > 0:
+        from timm.data.random_erasing import RandomErasing
+
+        erasing = RandomErasing(opt.random_erasing, mode="pixel", device=str(device))
+    return mixup, erasing

@@ -21,9 +21,10 @@ from core import amp as amp_lib
 from core import distributed
 from core.checkpoint import contents_of
 from core.data import ImageSet, TensorLoader
+from core.data.folder import FolderLoader, TransformOptions
 from core.rundir import RunDir
 from core.trainer import Trainer
-from retrain.augment import AugmentLoader, AugmentOptions
+from retrain.augment import AugmentLoader, AugmentOptions, WorkerAugmentLoader
 from retrain.config import RetrainConfig
 from retrain.heads import DropPathSchedule
 from retrain.inputs import build_model, load_teacher, resolve_spec, to_device, user_spaces
@@ -53,7 +54,8 @@ class RetrainTrainer(StateMixin, Trainer):
         super().__init__(cfg)
         self.spec, self.arch_id = resolve_spec(cfg)  # bad input fails before any data is read
         self.data = self.load_data()
-        self.num_classes, self.image_size = self.data.num_classes, self.data.image_size
+        # an architecture that names its resolution is trained, evaluated and exported at it
+        self.num_classes, self.image_size = self.data.num_classes, arch_resolution(self.spec) or self.data.image_size
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         self.net = to_device(
             build_model(self.spec, self.num_classes, user_spaces(cfg)), self.device, self.channels_last
@@ -67,11 +69,22 @@ class RetrainTrainer(StateMixin, Trainer):
             self.model = nn.parallel.DistributedDataParallel(
                 self.trainable, device_ids=ids, find_unused_parameters=self._unused_parameters()
             )
-        loader = AugmentLoader(
-            self._train_set(), cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.image_size),
-            num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
-            drop_last=True, device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world),
-        )  # fmt: skip
+        train_set = self._train_set()
+        if train_set.on_workers:
+            loader: Any = WorkerAugmentLoader(
+                train_set, cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.image_size),
+                num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
+                drop_last=True, device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world),
+                transform=TransformOptions.from_config(cfg), workers=cfg.workers, timeout=cfg.loader_timeout,
+                strict=cfg.strict_images, size=self.image_size,
+            )  # fmt: skip
+        else:
+            loader = AugmentLoader(
+                train_set, cfg.batch_size // self.world, options=AugmentOptions.from_config(cfg, self.data.image_size),
+                num_classes=self.num_classes, mean=self.data.mean, std=self.data.std, shuffle=True, seed=cfg.seed,
+                drop_last=True, device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world),
+                size=self._resize_to(),
+            )  # fmt: skip
         self.set_schedule(loader, len(loader.labels), self.trainable)
         self.test_loader = self._test_loader()
         self.ema = self._ema()
@@ -95,9 +108,7 @@ class RetrainTrainer(StateMixin, Trainer):
     def _train_set(self) -> ImageSet:
         train = self.data.train
         if self.cfg.use_search_split and len(self.data.search):
-            train = ImageSet(
-                torch.cat([train.images, self.data.search.images]), torch.cat([train.labels, self.data.search.labels])
-            )
+            train = train.concat(self.data.search)
         return train.subset(_spread(self.cfg.train_images, len(train))) if self.cfg.train_images else train
 
     def _test_loader(self) -> TensorLoader:
@@ -105,10 +116,22 @@ class RetrainTrainer(StateMixin, Trainer):
         if self.cfg.test_images:
             test = test.subset(_spread(self.cfg.test_images, len(test)))
         # every rank takes every world-th image, so each is evaluated exactly once
+        mine = test.subset(torch.arange(self.rank, len(test), self.world))
+        if mine.on_workers:
+            cfg = self.cfg
+            return FolderLoader(
+                mine, cfg.eval_batch_size, mean=self.data.mean, std=self.data.std,
+                transform=TransformOptions.from_config(cfg), device=self.device, channels_last=self.channels_last,
+                workers=cfg.workers, timeout=cfg.loader_timeout, strict=cfg.strict_images, size=self.image_size,
+            )  # fmt: skip
         return TensorLoader(
-            test.subset(torch.arange(self.rank, len(test), self.world)), self.cfg.eval_batch_size, mean=self.data.mean,
-            std=self.data.std, device=self.device, channels_last=self.channels_last,
+            mine, self.cfg.eval_batch_size, mean=self.data.mean, std=self.data.std, device=self.device,
+            channels_last=self.channels_last, size=self._resize_to(),
         )  # fmt: skip
+
+    def _resize_to(self) -> int:
+        """In-memory images at another size than the architecture's resolution are resized to it on the device."""
+        return self.image_size if self.image_size != self.data.image_size else 0
 
     def _unused_parameters(self) -> bool:
         """Whether the trained module has parameters no forward reaches (then DDP must look for them).
@@ -212,6 +235,12 @@ class RetrainTrainer(StateMixin, Trainer):
         from retrain.evaluate import evaluate
 
         return evaluate(model, self.test_loader, self.autocast)
+
+
+def arch_resolution(spec: dict[str, Any]) -> int:
+    """The input resolution an architecture of a space names (the MBConv space's), else 0."""
+    arch = spec.get("arch") if spec.get("source") == "space" else None
+    return int(arch.get("resolution") or 0) if isinstance(arch, dict) else 0
 
 
 def _spread(n: int, total: int) -> torch.Tensor:

@@ -98,6 +98,7 @@ class LatencyTable:
 
     def __init__(self, meta: dict[str, Any], units: dict[str, float], overhead_ms: float | None) -> None:
         self.meta, self.units, self.overhead_ms = meta, units, overhead_ms
+        self._by_key: dict[tuple, float] = {}  # unit key -> ms, filled on first use: screening is a hot loop
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
@@ -148,15 +149,18 @@ class LatencyTable:
 
     def predict(self, space: Space, arch: Any) -> float:
         """Predicted latency (ms): the sum of the architecture's units plus the fixed overhead."""
+        by_key = self._by_key
         total = self.overhead_ms or 0.0
         for key in space.latency_units(arch, self.meta.get("num_classes", 10)):
-            name = unit_name(key)
-            try:
-                total += self.units[name]
-            except KeyError:
-                raise UserError(
-                    f"latency table has no unit {name}; rebuild it for these space options with run.py latency-table"
-                ) from None
+            ms = by_key.get(key)
+            if ms is None:
+                name = unit_name(key)
+                if name not in self.units:
+                    raise UserError(
+                        f"latency table has no unit {name}; rebuild it for these space options (run.py latency-table)"
+                    )
+                ms = by_key[key] = self.units[name]
+            total += ms
         return total
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.checkpoint import check_classes, save_checkpoint
-from core.data import TRAIN_AUGMENT, Augment, TensorLoader
+from core.data import TRAIN_AUGMENT, Augment, ImageSet, TensorLoader
+from core.data.folder import FolderLoader, TransformOptions, decode_split
 from core.errors import CheckpointError, UserError
 from core.rundir import RunDir
 from core.trainer import Trainer
@@ -98,12 +99,30 @@ class SupernetTrainer(Trainer):
             augment=TRAIN_AUGMENT if cfg.augment else Augment(),
             shard=(self.rank, self.world),
         )
+        if isinstance(loader, FolderLoader) and hasattr(self.space, "resolutions"):
+            # per-batch resolution: the workers crop each step's batch at the largest resolution of the
+            # subnets sampled for that step (a function of seed and step: the same on every rank)
+            loader.resolution_of = self.step_resolution
         self.set_schedule(loader, len(self.data.train), self.net)
         self.best, self.summary = -math.inf, {}
+        self._decoded: dict[tuple[str, int], ImageSet] = {}  # worker path: splits decoded once per resolution
         self.panel = panel(self.space, cfg.seed, cfg.panel_random)
         self.open_stage(RunDir(cfg.run_dir).supernet)
 
-    def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader:
+    def step_resolution(self, step: int) -> int:
+        """The crop size of step `step`: the largest resolution among the subnets sampled for it."""
+        return max(int(getattr(a, "resolution", 0)) for a in self.sampler.archs(step)) or self.data.image_size
+
+    def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader | FolderLoader:
+        if data.on_workers:
+            cfg = self.cfg
+            return FolderLoader(
+                data, batch, mean=self.data.mean, std=self.data.std, train=kw.get("augment", Augment()) != Augment(),
+                transform=TransformOptions.from_config(cfg), shuffle=kw.get("shuffle", False), seed=cfg.seed,
+                drop_last=kw.get("shuffle", False), device=self.device, channels_last=self.channels_last,
+                shard=kw.get("shard", (0, 1)), workers=cfg.workers, timeout=cfg.loader_timeout,
+                strict=cfg.strict_images,
+            )  # fmt: skip
         return TensorLoader(
             data,
             batch,
@@ -194,6 +213,8 @@ class SupernetTrainer(Trainer):
 
     def validate_panel(self) -> dict[str, float]:
         """Accuracy of the fixed subnet panel on the search split, each after BN recalibration."""
+        if self.data.train.on_workers:
+            return self._validate_panel_decoded()
         recal = (
             self._loader(recal_subset(self.data.train, self.cfg.recal_images, self.cfg.split_seed), self.cfg.batch_size)
             if self.cfg.recal_images
@@ -204,6 +225,29 @@ class SupernetTrainer(Trainer):
             f"acc_{name}": score_arch(self.net, arch, recal, evaluate, self.autocast())["acc"]
             for name, arch in self.panel.items()
         }
+        out["panel_mean_acc"] = sum(out.values()) / max(len(out), 1)
+        out["recal_images"] = self.cfg.recal_images
+        return out
+
+    def _split_at(self, name: str, size: int) -> ImageSet:
+        """The search split or the recalibration images, decoded with the evaluation transform at `size`, once."""
+        key = (name, size)
+        if key not in self._decoded:
+            cfg = self.cfg
+            data = self.data.search if name == "search" else recal_subset(self.data.train, cfg.recal_images,
+                                                                          cfg.split_seed)  # fmt: skip
+            self._decoded[key] = decode_split(data, size, TransformOptions.from_config(cfg), cfg.workers,
+                                              cfg.loader_timeout, cfg.strict_images)  # fmt: skip
+        return self._decoded[key]
+
+    def _validate_panel_decoded(self) -> dict[str, float]:
+        """The panel on the worker path: each subnet scored at its own resolution, evaluation transform."""
+        out: dict[str, Any] = {}
+        for name, arch in self.panel.items():
+            size = int(getattr(arch, "resolution", 0)) or self.data.image_size
+            recal = self._loader(self._split_at("recal", size), self.cfg.batch_size) if self.cfg.recal_images else None
+            evaluate = self._loader(self._split_at("search", size), 256, shard=(self.rank, self.world))
+            out[f"acc_{name}"] = score_arch(self.net, arch, recal, evaluate, self.autocast())["acc"]
         out["panel_mean_acc"] = sum(out.values()) / max(len(out), 1)
         out["recal_images"] = self.cfg.recal_images
         return out

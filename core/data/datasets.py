@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from core.data.decode import decode_image, failure_reason
+from core.data.folder import DEFAULT_SIZE, FileList
 from core.data.lazy import FileSource, LazyImages
 from core.errors import UserError
 
@@ -32,6 +33,8 @@ MINI_ZIP = Path(__file__).with_name("cifar10_mini.zip")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LOADERS = ("auto", "memory", "workers")
+AUTO_WORKERS_ABOVE = 64  # auto: image folders with larger images go through DataLoader workers
 EAGER_MAX_GB = 4.0  # decoded training split (GiB) above which an image folder is decoded per batch
 
 
@@ -42,14 +45,25 @@ class ImageSet:
     For a large image folder `images` is a `LazyImages`, which decodes the rows it is indexed with.
     """
 
-    images: torch.Tensor | LazyImages
+    images: torch.Tensor | LazyImages | FileList
     labels: torch.Tensor
+
+    @property
+    def on_workers(self) -> bool:
+        """Whether these images are decoded per batch in DataLoader workers (`core.data.folder`)."""
+        return isinstance(self.images, FileList)
+
+    def concat(self, other: ImageSet) -> ImageSet:
+        """This set followed by `other` (two splits of one dataset)."""
+        if isinstance(self.images, FileList) and isinstance(other.images, FileList):
+            return ImageSet(self.images.cat(other.images), torch.cat([self.labels, other.labels]))
+        return ImageSet(torch.cat([self.images, other.images]), torch.cat([self.labels, other.labels]))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        if isinstance(self.images, LazyImages):
+        if isinstance(self.images, LazyImages | FileList):
             return ImageSet(self.images.subset(index), self.labels[index])
         return ImageSet(self.images[index], self.labels[index])
 
@@ -84,6 +98,7 @@ def load_data_for(cfg: Any) -> DataSplits:
         num_classes=cfg.num_classes,
         image_size=cfg.image_size,
         download=cfg.download,
+        loader=getattr(cfg, "loader", "memory"),
     )
 
 
@@ -96,8 +111,37 @@ def load_data(
     num_classes: int = 0,
     image_size: int = 0,
     download: bool = False,
+    loader: str = "memory",
 ) -> DataSplits:
-    """Load `dataset` and carve the search split; `UserError` with the fix when it is unusable."""
+    """Load `dataset` and carve the search split; `UserError` with the fix when it is unusable.
+
+    `loader` picks the input path of an image folder (or of the embedded set's tree): `memory`
+    decodes it once into uint8 tensors (`TensorLoader`), `workers` only lists its files, to be
+    decoded and augmented per batch in DataLoader workers (`core.data.folder.FolderLoader`), and
+    `auto` takes `workers` for an image folder whose images are larger than 64 px, else `memory`.
+    CIFAR from torchvision and the synthetic set always load into memory.
+    """
+    if loader not in LOADERS:
+        raise UserError(f"--loader {loader!r}: choose one of {', '.join(LOADERS)}")
+    if dataset in ("cifar10-mini", "imagefolder") and loader != "memory":
+        root = str(MINI_ZIP) if dataset == "cifar10-mini" else data_dir
+        if dataset == "imagefolder" and not data_dir:
+            raise UserError("--dataset imagefolder needs --data-dir ROOT holding train/<class>/ and val/ or test/")
+        listed = _list_folder_tree(root, image_size, force=loader == "workers")
+        if listed is not None:
+            train, test, classes = listed
+            if num_classes and num_classes != len(classes):
+                raise UserError(
+                    f"--num-classes {num_classes} does not match the {len(classes)} classes found in {dataset} "
+                    f"{data_dir}; fix --num-classes (or 0 to take it from the data)"
+                )
+            mean, std = (CIFAR_MEAN, CIFAR_STD) if dataset == "cifar10-mini" else (IMAGENET_MEAN, IMAGENET_STD)
+            train, search = carve_search_split(train, search_size, split_seed)
+            log.info(
+                "%s: %d training images, decoded per batch in DataLoader workers at %d px (the worker path)",
+                root, len(train) + len(search), train.images.size,
+            )  # fmt: skip
+            return DataSplits(train, search, test, classes, mean, std)
     if dataset == "cifar10-mini":
         train, test, classes = _load_folder_tree(str(MINI_ZIP), image_size)
         mean, std = CIFAR_MEAN, CIFAR_STD
@@ -186,6 +230,36 @@ def _load_folder_tree(root: str, image_size: int, *, lazy_ok: bool = False) -> t
     test = _decode_split(files, test_dir, classes, image_size)
     if cache is not None:
         _write_cache(cache, train, test, classes)
+    return train, test, classes
+
+
+def _list_folder_tree(root: str, image_size: int, *, force: bool) -> tuple[ImageSet, ImageSet, list[str]] | None:
+    """The tree's files, undecoded (`FileList` at `image_size`, 224 when 0), or None to decode it into memory.
+
+    Without `force`, a tree whose first training image is at most 64 px a side returns None.
+    """
+    path = Path(root)
+    if not path.exists():
+        raise UserError(f"dataset path {path} does not exist; pass --data-dir pointing at a folder or a zip")
+    files, train_dir, test_dir, classes = _open_tree(path)
+    train_items = _items(files, train_dir, classes)
+    test_items = _items(files, test_dir, classes)
+    if not train_items or not test_items:
+        raise UserError(f"no images under {train_dir if not train_items else test_dir}/")
+    if not force:
+        w, h = _header_size(_read(files, train_items[0][0]), train_items[0][0])
+        if max(w, h) <= AUTO_WORKERS_ABOVE:
+            return None
+    size = image_size or DEFAULT_SIZE
+    names = [name for name, _ in train_items + test_items]
+    source = FileSource(path, names, is_zip=isinstance(files, _ZipTree), fit=size, hw=(size, size), threads=1)
+    n = len(train_items)
+
+    def labels(items: list[tuple[str, int]]) -> torch.Tensor:
+        return torch.tensor([label for _, label in items], dtype=torch.int64)
+
+    train = ImageSet(FileList(source, torch.arange(n), size), labels(train_items))
+    test = ImageSet(FileList(source, torch.arange(n, n + len(test_items)), size), labels(test_items))
     return train, test, classes
 
 

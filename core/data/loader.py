@@ -48,8 +48,10 @@ class TensorLoader:
         device: torch.device | str = "cpu",
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        size: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        self.size = size  # resize batches to size x size on the device (0: the images' own size)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
         self.batch_size = batch_size
@@ -92,7 +94,7 @@ class TensorLoader:
         sels = [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start_batch, len(self))]
         if not isinstance(self.images, LazyImages) or not sels:
             for b, sel in enumerate(sels, start_batch):
-                yield self.batch(sel, b)
+                yield self.sized(*self.batch(sel, b))
             return
         with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
             ahead = pool.submit(self.images.__getitem__, sels[0])
@@ -100,8 +102,17 @@ class TensorLoader:
                 self._ready = (sel, ahead.result())
                 if i + 1 < len(sels):
                     ahead = pool.submit(self.images.__getitem__, sels[i + 1])
-                yield self.batch(sel, start_batch + i)
+                yield self.sized(*self.batch(sel, start_batch + i))
         self._ready = None
+
+    def sized(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch at `size` pixels (bilinear, antialiased when shrinking), when a size is set."""
+        if self.size and tuple(x.shape[-2:]) != (self.size, self.size):
+            shrink = self.size < x.shape[-1]
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def pixels(self, sel: torch.Tensor) -> torch.Tensor:
         """The uint8 images of `sel` (from the prefetched batch when it is that one)."""

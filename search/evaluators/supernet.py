@@ -19,6 +19,7 @@ from core import amp as amp_lib
 from core import distributed
 from core.checkpoint import contents_of, load_checkpoint
 from core.data import TensorLoader, load_data
+from core.data.folder import TransformOptions, decode_split
 from core.errors import CheckpointError, UserError
 from core.rundir import RunDir
 from core.runtime import select_device
@@ -57,6 +58,11 @@ class SupernetEvaluator:
         batch_size: int = 256,
         data_dir: str | None = None,
         score: str = "acc",
+        loader: str = "memory",
+        transform: TransformOptions | None = None,
+        workers: int = -1,
+        timeout: float = 300.0,
+        strict: bool = False,
     ) -> None:
         if score not in SCORES:
             raise UserError(f"unknown supernet score {score!r}: choose one of {', '.join(SCORES)}")
@@ -80,6 +86,7 @@ class SupernetEvaluator:
             search_size=d["search_size"],
             split_seed=d["split_seed"],
             image_size=d["image_size"],
+            loader=loader,
         )
         if data.num_classes != state["num_classes"]:
             raise CheckpointError(f"{checkpoint} has {state['num_classes']} classes, the data {data.num_classes}")
@@ -94,17 +101,37 @@ class SupernetEvaluator:
         self.net.eval()
         self.autocast = lambda: amp_lib.autocast(amp, self.device)
         kw = {"mean": data.mean, "std": data.std, "device": self.device}
-        self.recal = (
-            TensorLoader(recal_subset(data.train, recal_images, d["split_seed"]), 128, **kw) if recal_images else None
-        )
-        self.eval_loader = TensorLoader(data.search, batch_size, **kw)
         self.recal_images = recal_images if recal_images else 0
         self.cache: dict[Hashable, dict[str, Any]] = {}
+        self.recal_set = recal_subset(data.train, recal_images, d["split_seed"]) if recal_images else None
+        if data.search.on_workers:
+            # decoded once per resolution with the evaluation transform, kept as uint8 for the whole search
+            opt = transform or TransformOptions()
+            self.decode = lambda split, size: decode_split(split, size, opt, workers, timeout, strict)
+            self.loaders: dict[int, tuple[TensorLoader | None, TensorLoader]] = {}
+            self.kw, self.batch_size = kw, batch_size
+            log.info("search split on the worker path: decoded once per resolution (evaluation transform)")
+            return
+        self.recal = TensorLoader(self.recal_set, 128, **kw) if self.recal_set is not None else None
+        self.eval_loader = TensorLoader(data.search, batch_size, **kw)
+
+    def loaders_for(self, arch: Hashable) -> tuple[TensorLoader | None, TensorLoader]:
+        """The recalibration and evaluation loaders of `arch`'s resolution (made once per resolution)."""
+        if not self.data.search.on_workers:
+            return self.recal, self.eval_loader
+        size = int(getattr(arch, "resolution", 0) or 0) or self.data.image_size
+        if size not in self.loaders:
+            recal = None
+            if self.recal_set is not None:
+                recal = TensorLoader(self.decode(self.recal_set, size), 128, **self.kw)
+            self.loaders[size] = (recal, TensorLoader(self.decode(self.data.search, size), self.batch_size, **self.kw))
+        return self.loaders[size]
 
     def score(self, arch: Hashable) -> dict[str, Any]:
         key = self.space.canonical(arch)
         if key not in self.cache:
-            result = score_arch(self.net, arch, self.recal, self.eval_loader, self.autocast())
+            recal, evaluate = self.loaders_for(arch)
+            result = score_arch(self.net, arch, recal, evaluate, self.autocast())
             metric = result["acc"] if self.score_name == "acc" else -result["loss"]
             self.cache[key] = {"metric": metric, "score": self.score_name, "acc": result["acc"],
                                "loss": round(result["loss"], 6), "n_recal": result["n_recal"],
@@ -134,6 +161,11 @@ def _factory(cfg: Any, space: Space) -> SupernetEvaluator:
         recal_images=getattr(cfg, "recal_images", 2000),
         data_dir=cfg.data_dir or None,
         score=getattr(cfg, "score", "acc"),
+        loader=getattr(cfg, "loader", "memory"),
+        transform=TransformOptions.from_config(cfg),
+        workers=getattr(cfg, "workers", -1),
+        timeout=getattr(cfg, "loader_timeout", 300.0),
+        strict=getattr(cfg, "strict_images", False),
     )
 
 

@@ -129,8 +129,12 @@ class MBConvSupernet(nn.Module):
         return self._plans[arch]
 
     def forward(self, x: torch.Tensor, arch: object = None) -> torch.Tensor:
+        arch = self._active if arch is None else arch
+        size = int(getattr(arch, "resolution", 0) or 0)
+        if size and tuple(x.shape[-2:]) != (size, size):  # a subnet sees its own resolution, whatever the batch
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
         x = self.stem(x)
-        for stage, d, k, e, c in self.plan(self._active if arch is None else arch):
+        for stage, d, k, e, c in self.plan(arch):
             x = self.stages[stage][d](x, k, e, c)
         x = F.conv2d(x, self.conv_head.weight[:, : x.shape[1]])
         x = F.silu(self.bn_head(x))

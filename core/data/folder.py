@@ -1,0 +1,381 @@
+"""The worker-process path for image folders: `torch.utils.data.DataLoader` with timm's transforms.
+
+Large image folders (ImageNet-class data) are not decoded up front. Their files are listed
+(`FileList`), and each batch is read, decoded and transformed in DataLoader worker processes, one
+thread each, with pinned memory, prefetch and persistent workers:
+
+- training: timm's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3 by default), horizontal flip and
+  the chosen policy (RandAugment, AutoAugment), all in the workers;
+- evaluation: resize to `size / crop_pct`, then a centre crop (`crop_pct` 0.875 by default).
+
+Batches cross to the device as uint8 and are normalised there (channels-last where set); what
+needs the whole batch (Mixup/CutMix, random erasing) runs on the device after this loader (timm).
+
+Every random draw of an image comes from seeds fixed by (seed, epoch, image index) alone, so a batch
+is the same whatever the worker count or the position a resumed run starts from. Each rank reads its
+own shard (`DistributedSampler`, `set_epoch` every epoch). The resolution of a batch may change from
+step to step (`resolution_of`): the workers crop at that resolution.
+
+A file that cannot be decoded (corrupt, truncated, empty, over PIL's decompression-bomb limit) is
+skipped with a warning and counted (`skipped`), unless `strict` makes it a one-line error.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.data.decode import failure_reason
+from core.data.lazy import FileSource
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 224  # training resolution of a folder dataset when --image-size is 0
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    """What the worker transforms do (timm's ImageNet transforms)."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_pct: float = 0.875
+    flip: bool = True
+    policy: str = "off"  # off | randaugment | autoaugment
+    randaugment_n: int = 2
+    randaugment_m: int = 9
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TransformOptions:
+        return cls(
+            crop_scale=tuple(getattr(cfg, "crop_scale", cls.crop_scale)),  # type: ignore[arg-type]
+            crop_ratio=tuple(getattr(cfg, "crop_ratio", cls.crop_ratio)),  # type: ignore[arg-type]
+            crop_pct=getattr(cfg, "crop_pct", cls.crop_pct),
+            flip=getattr(cfg, "crop_flip", getattr(cfg, "augment", True)),
+            policy=getattr(cfg, "policy", "off"),
+            randaugment_n=getattr(cfg, "randaugment_n", 2),
+            randaugment_m=getattr(cfg, "randaugment_m", 9),
+        )
+
+    def timm_policy(self) -> str | None:
+        if self.policy == "randaugment":
+            # not timm's "inc1" variant: at magnitude 10 it posterizes to 0 bits, which Pillow refuses
+            return f"rand-m{self.randaugment_m}-n{self.randaugment_n}-mstd0.5"
+        if self.policy == "autoaugment":
+            return "original"
+        return None
+
+
+def train_transform(size: int, opt: TransformOptions) -> Callable:
+    """timm's ImageNet training transform at `size`, ending in a uint8 CHW tensor (no normalisation)."""
+    from timm.data.transforms_factory import transforms_imagenet_train
+
+    return transforms_imagenet_train(
+        size, scale=opt.crop_scale, ratio=opt.crop_ratio, hflip=0.5 if opt.flip else 0.0, color_jitter=None,
+        auto_augment=opt.timm_policy(), use_prefetcher=True,
+    )  # fmt: skip
+
+
+def eval_transform(size: int, opt: TransformOptions) -> Callable:
+    """timm's evaluation transform: resize to size / crop_pct, centre crop `size`, uint8 CHW tensor."""
+    from timm.data.transforms_factory import transforms_imagenet_eval
+
+    return transforms_imagenet_eval(size, crop_pct=opt.crop_pct, use_prefetcher=True)
+
+
+class FileList:
+    """The undecoded images of a folder dataset: rows of a `FileSource`, delivered at `size` pixels.
+
+    Stands in for `ImageSet.images` on the worker path (`len`, `.shape`, `subset`, `cat`).
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, source: FileSource, index: torch.Tensor, size: int) -> None:
+        self.source = source
+        self.index = torch.as_tensor(index, dtype=torch.int64).cpu()
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.index), 3, self.size, self.size))
+
+    def subset(self, index: torch.Tensor) -> FileList:
+        return FileList(self.source, self.index[torch.as_tensor(index).cpu()], self.size)
+
+    def cat(self, other: FileList) -> FileList:
+        return FileList(self.source, torch.cat([self.index, other.index]), self.size)
+
+    def name(self, i: int) -> str:
+        return self.source.describe(int(self.index[i]))
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from several integers (FNV-1a style; stable across runs and platforms)."""
+    h = 0xCBF29CE484222325
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+class _Images(torch.utils.data.Dataset):
+    """Items (row, epoch, resolution) -> (uint8 CHW tensor, label), or an error string for a bad file."""
+
+    def __init__(self, files: FileList, labels: torch.Tensor, train: bool, opt: TransformOptions, seed: int) -> None:
+        self.files, self.labels = files, labels.tolist()
+        self.train, self.opt, self.seed = train, opt, seed
+        self._transforms: dict[int, Callable] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def transform(self, size: int) -> Callable:
+        if size not in self._transforms:
+            make = train_transform if self.train else eval_transform
+            self._transforms[size] = make(size, self.opt)
+        return self._transforms[size]
+
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor | str, int]:
+        from PIL import Image
+
+        i, epoch, size = item
+        if self.train:  # timm and torchvision draw from python's, numpy's and torch's global generators
+            s = _mix(self.seed, epoch, i)
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.random.default_generator.manual_seed(s)  # far cheaper per image than torch.manual_seed
+        name = self.files.name(i)
+        try:
+            raw = self.files.source.read(int(self.files.index[i]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(raw))
+                img = img.convert("RGB")
+        except UserError as exc:
+            return str(exc), self.labels[i]
+        except Exception as exc:  # corrupt, truncated, empty, a decompression bomb: all one bad file
+            return f"cannot decode image {name}: {failure_reason(exc)}", self.labels[i]
+        return self.transform(size)(img), self.labels[i]
+
+
+def _collate(items: list[tuple[torch.Tensor | str, int]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack the good images; the bad ones travel as messages (counted and reported by the loader)."""
+    good = [(x, y) for x, y in items if isinstance(x, torch.Tensor)]
+    bad = [x for x, _ in items if isinstance(x, str)]
+    if not good:
+        return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), bad
+    x = torch.stack([x for x, _ in good])
+    return x, torch.tensor([y for _, y in good], dtype=torch.int64), bad
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import cv2  # noqa: F401  (timm does not need it; if present it must not spawn threads)
+
+        cv2.setNumThreads(1)
+    except Exception:
+        pass
+
+
+class _Batches(torch.utils.data.Sampler):
+    """This rank's batches of one epoch from a start batch, as (row, epoch, resolution) items."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, shard: tuple[int, int]):
+        rank, world = shard
+        self.sampler = torch.utils.data.DistributedSampler(
+            range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last or world > 1
+        )
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.epoch, self.start = 0, 0
+        self.resolution_of: Callable[[int], int] = lambda step: 0
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        self.sampler.set_epoch(self.epoch)
+        rows = list(self.sampler)
+        total = len(self)
+        for b in range(self.start, total):
+            size = self.resolution_of(self.epoch * total + b)
+            yield [(i, self.epoch, size) for i in rows[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+class FolderLoader:
+    """Batches (images float normalised NCHW on `device`, labels) of a folder dataset, decoded in workers.
+
+    The interface of `TensorLoader` (`set_epoch`, `iter_from`, `len`, `device`, `world`, `labels`),
+    plus `skipped` (bad files skipped this epoch), `wait_s` (time the caller waited for data this
+    epoch) and `resolution_of` (step -> crop size; the fixed `size` by default).
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int,
+        *,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        train: bool = False,
+        transform: TransformOptions = TransformOptions(),
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
+        workers: int = -1,
+        timeout: float = 300.0,
+        strict: bool = False,
+        size: int = 0,
+    ) -> None:
+        files: FileList = data.images
+        self.device = torch.device(device)
+        self.labels = data.labels
+        self.size = size or files.size
+        self.rank, self.world = shard
+        self.batch_size, self.strict, self.channels_last = batch_size, strict, channels_last
+        self.workers = default_workers() if workers < 0 else workers
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self.batches = _Batches(len(files), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, shard=shard)
+        self.batches.resolution_of = lambda step: self.size
+        w = self.workers
+        self.loader = torch.utils.data.DataLoader(
+            _Images(files, data.labels, train, transform, seed), batch_sampler=self.batches, num_workers=w,
+            collate_fn=_collate, pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
+            prefetch_factor=4 if w else None, worker_init_fn=_one_thread if w else None, timeout=timeout if w else 0,
+        )  # fmt: skip
+        self.timeout = timeout
+        self.epoch, self.skipped, self.wait_s = 0, 0, 0.0
+        self.loader.dataset.transform(self.size)  # built (and timm imported) once here: forked workers inherit it
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is garbage-collected)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+    @property
+    def resolution_of(self) -> Callable[[int], int]:
+        return self.batches.resolution_of
+
+    @resolution_of.setter
+    def resolution_of(self, fn: Callable[[int], int]) -> None:
+        self.batches.resolution_of = fn
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of the current epoch from `start_batch` (a resumed run starts mid-epoch)."""
+        self.batches.epoch, self.batches.start = self.epoch, start_batch
+        self.skipped, self.wait_s = 0, 0.0
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, y, bad = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # a worker died or hung past the timeout
+                raise UserError(_worker_failure(exc, self.timeout)) from None
+            self.wait_s += time.perf_counter() - t0
+            if bad:
+                self._bad(bad)
+            if len(y):
+                yield self.finish(x, y, start_batch)
+            start_batch += 1
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A uint8 batch from the workers, on the device and normalised (subclasses add batch-level steps)."""
+        return self.to_device(x), y.to(self.device, non_blocking=True)
+
+    def _bad(self, messages: list[str]) -> None:
+        if self.strict:
+            raise UserError(f"{messages[0]}; replace or delete that file (or drop --strict-images to skip it)")
+        self.skipped += len(messages)
+        for m in messages:
+            log.warning("%s: skipped", m)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float()
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def decode_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image of this loader (one pass, no shuffle expected) as uint8 NCHW on the CPU, with labels."""
+        self.batches.epoch, self.batches.start = self.epoch, 0
+        xs, ys = [], []
+        try:
+            for x, y, bad in self.loader:
+                if bad:
+                    self._bad(bad)
+                xs.append(x)
+                ys.append(y)
+        except RuntimeError as exc:
+            raise UserError(_worker_failure(exc, self.timeout)) from None
+        xs = [x for x in xs if len(x)]
+        if not xs:
+            raise UserError("no image of the split could be decoded; check the dataset")
+        return torch.cat(xs), torch.cat(ys)
+
+
+def default_workers() -> int:
+    """Worker processes per rank: the free cores divided among this node's ranks (at least 1)."""
+    from core.runtime import free_cores
+
+    return max(1, free_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def _worker_failure(exc: RuntimeError, timeout: float) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "timed out" in text:
+        return (
+            f"a data-loader worker sent no batch for {timeout:g} s ({text}); the disk or a worker is stuck: "
+            "check the data's storage, or raise --loader-timeout"
+        )
+    return f"a data-loader worker failed ({text}); lower --workers if memory is short, then rerun with --resume auto"
+
+
+def decode_split(
+    data: Any, size: int, opt: TransformOptions, workers: int = -1, timeout: float = 300.0, strict: bool = False
+) -> Any:
+    """A split of the worker path decoded once with the evaluation transform at `size`: an in-memory `ImageSet`.
+
+    Search-split scoring and BN recalibration read it many times (once per candidate), so it is
+    decoded once per resolution and kept as uint8, not decoded again for every candidate.
+    """
+    loader = FolderLoader(data, 256, mean=(0.0,) * 3, std=(1.0,) * 3, transform=opt, workers=workers,
+                          timeout=timeout, strict=strict, size=size)  # fmt: skip
+    try:
+        images, labels = loader.decode_all()
+    finally:
+        loader.close()
+    if loader.skipped:
+        log.warning("%d undecodable images left out of a split decoded at %d px", loader.skipped, size)
+    return type(data)(images, labels)  # an ImageSet, in memory

@@ -1,0 +1,129 @@
+"""The worker path (`core.data.folder`): DataLoader workers with timm transforms, on generated real-photo JPEGs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.photos import make_photo_folder
+from core.data import load_data
+from core.data.folder import FolderLoader, TransformOptions, decode_split
+from core.errors import UserError
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_photo_folder(tmp_path_factory.mktemp("photos"), per_class=6, classes=2, val_per_class=2)
+
+
+def _data(root, **kw):
+    return load_data("imagefolder", str(root), search_size=2, loader="workers", **kw)
+
+
+def _loader(data, **kw):
+    base = {"mean": MEAN, "std": STD, "seed": 3, "workers": 2, "timeout": 60}
+    return FolderLoader(data, 4, **{**base, **kw})
+
+
+def test_auto_picks_workers_for_photos_and_memory_for_the_embedded_set(photos, caplog):
+    with caplog.at_level("INFO"):
+        auto = load_data("imagefolder", str(photos), search_size=2, loader="auto")
+    assert auto.train.on_workers and "DataLoader workers" in caplog.text
+    assert auto.image_size == 224 and len(auto.train) == 10 and len(auto.test) == 4
+    mini = load_data("cifar10-mini", search_size=500, loader="auto")
+    assert not mini.train.on_workers and mini.train.images.dtype == torch.uint8
+
+
+def test_train_and_eval_transform_shapes_and_dtypes(photos):
+    data = _data(photos, image_size=64)
+    train = _loader(data.train, train=True, transform=TransformOptions(policy="randaugment"), shuffle=True)
+    x, y = next(iter(train))
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert -3 < float(x.mean()) < 3  # normalised on the device, not 0-255
+    raw = decode_split(data.test, 48, TransformOptions(crop_pct=0.875), workers=0)
+    assert raw.images.shape == (4, 3, 48, 48) and raw.images.dtype == torch.uint8
+    assert torch.equal(raw.labels, data.test.labels)
+
+
+def test_same_first_batch_for_the_same_seed_with_two_workers_and_resume_mid_epoch(photos):
+    data = _data(photos, image_size=32)
+    kw = {"train": True, "shuffle": True, "drop_last": True}
+    a = [x for x, _ in _loader(data.train, **kw)]
+    b = [x for x, _ in _loader(data.train, **kw)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    one = _loader(data.train, workers=1, **kw)  # another worker count, started at batch 1: the same batch
+    assert torch.equal(next(one.iter_from(1))[0], a[1])
+    other = [x for x, _ in _loader(data.train, seed=4, **kw)]
+    assert not torch.equal(a[0], other[0])  # the comparison can fail
+
+
+def test_two_ranks_cover_an_epoch_exactly_once(photos):
+    data = _data(photos, image_size=16)
+    rows = data.train.subset(torch.arange(8))
+    rows.labels = torch.arange(8)  # tag each image with its row, so the labels tell them apart
+    seen = []
+    for rank in (0, 1):
+        loader = _loader(rows, shuffle=True, drop_last=True, shard=(rank, 2), workers=1)
+        loader.set_epoch(1)
+        seen += [int(v) for _, y in loader for v in y]
+        loader.close()
+    assert sorted(seen) == list(range(8))  # 4 each, none twice, none left out
+
+
+def test_per_batch_resolution_reaches_the_crops(photos):
+    data = _data(photos, image_size=32)
+    loader = _loader(data.train, train=True, shuffle=True, drop_last=True)
+    loader.resolution_of = lambda step: 24 if step % 2 else 40
+    sizes = [x.shape[-1] for x, _ in loader]
+    assert sizes == [40, 24]
+    loader.set_epoch(1)
+    assert [x.shape[-1] for x, _ in loader] == [40, 24]  # step = epoch * batches + batch
+
+
+def test_corrupt_truncated_and_empty_files_are_skipped_and_counted(photos, tmp_path, caplog):
+    import shutil
+
+    root = tmp_path / "bad"
+    shutil.copytree(photos, root)
+    files = sorted((root / "train").rglob("*.JPEG"))
+    files[0].write_bytes(b"")
+    files[1].write_bytes(files[1].read_bytes()[:300])  # truncated
+    files[2].write_bytes(b"not a jpeg at all" * 10)
+    data = load_data("imagefolder", str(root), search_size=1, loader="workers", image_size=16)
+    loader = _loader(data.train.subset(torch.arange(len(data.train))), drop_last=False)
+    with caplog.at_level("WARNING"):
+        got = sum(len(y) for _, y in loader)
+    assert loader.skipped == 3 and got == len(data.train) - 3
+    assert "skipped" in caplog.text
+    strict = _loader(data.train, strict=True)
+    with pytest.raises(UserError, match="cannot decode image .*replace or delete"):
+        list(strict)
+
+
+def test_empty_class_folder_is_a_one_line_error(photos, tmp_path):
+    import shutil
+
+    root = tmp_path / "empty"
+    shutil.copytree(photos, root)
+    (root / "train" / "zzz").mkdir()
+    (root / "val" / "zzz").mkdir()
+    with pytest.raises(UserError, match="holds no images") as err:
+        _data(root)
+    assert "\n" not in str(err.value)
+
+
+def test_a_dead_worker_is_a_clear_error_not_a_hang(photos):
+    import os
+    import signal
+
+    data = _data(photos, image_size=16)
+    loader = _loader(data.train, workers=1, timeout=5)
+    it = loader.iter_from(0)
+    next(it)
+    for w in loader.loader._iterator._workers:  # the worker process this test started
+        os.kill(w.pid, signal.SIGKILL)
+    with pytest.raises(UserError, match="data-loader worker"):
+        for _ in it:
+            pass

@@ -1,0 +1,97 @@
+"""Resolution is real end to end: an MBConv architecture at R px sees R-px inputs in every stage.
+
+The data is loaded at 24 px (`--image-size 24`); the architecture names 32 px. The supernet step
+(per-batch crops from the workers), search scoring (split decoded at 32 px), retraining, test
+evaluation and export must all feed it 32x32 inputs. A stage that fed the data's 24 px would fail.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.photos import make_photo_folder
+from retrain.config import ExportConfig, RetrainConfig
+from retrain.export import main as export_main
+from retrain.train import RetrainTrainer
+from search.evaluators.supernet import SupernetEvaluator
+from supernet.config import SupernetConfig
+from supernet.spaces.base import make_space
+from supernet.train import SupernetTrainer
+
+SPACE = {"stem": "cifar", "resolutions": [24, 32], "depths": [1], "kernels": [3], "expands": [3], "width_mult": 0.25}
+DATA = dict(dataset="imagefolder", loader="workers", workers=1, image_size=24, search_size=4, quiet=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return str(make_photo_folder(tmp_path_factory.mktemp("photos"), per_class=8, classes=2, val_per_class=2))
+
+
+class Sizes:
+    """Records (the resolution the arch names, the input size its stem gets) for every forward."""
+
+    def __init__(self, net: torch.nn.Module, fixed: int = 0) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.arch_res = fixed
+        if not fixed:
+            net.register_forward_pre_hook(self._arch, with_kwargs=True)
+        net.stem.register_forward_pre_hook(lambda _, args: self.seen.append((self.arch_res, args[0].shape[-1])))
+
+    def _arch(self, _: object, args: tuple, kwargs: dict) -> None:
+        arch = args[1] if len(args) > 1 else kwargs.get("arch")
+        self.arch_res = arch.resolution
+
+
+def test_an_architecture_sees_its_own_resolution_everywhere(photos, tmp_path):
+    space = make_space("mbconv", **SPACE)
+    # supernet: largest (32 px) and smallest (24 px) every step (sandwich), per-batch crops in the workers
+    cfg = SupernetConfig(run_dir=str(tmp_path), data_dir=photos, space="mbconv", space_opts=SPACE, epochs=1,
+                         batch_size=4, strategy="sandwich", sandwich_k=0, recal_images=4, panel_random=0,
+                         checkpoint_minutes=0, **DATA)  # fmt: skip
+    trainer = SupernetTrainer(cfg)
+    sizes = Sizes(trainer.net)
+    assert [trainer.step_resolution(s) for s in range(2)] == [32, 32]
+    trainer.fit()
+    assert {r for r, _ in sizes.seen} == {24, 32}
+    assert all(r == got for r, got in sizes.seen), sizes.seen
+
+    # search scoring: each candidate on the search split decoded at its resolution
+    evaluator = SupernetEvaluator(space, tmp_path / "supernet" / "last.pt", device="cpu", recal_images=4,
+                                  loader="workers", workers=1)  # fmt: skip
+    sizes = Sizes(evaluator.net)
+    for arch in (space.largest(), space.smallest()):
+        evaluator.score(arch)
+    assert {r for r, _ in sizes.seen} == {24, 32} and all(r == got for r, got in sizes.seen), sizes.seen
+
+    # retrain and test evaluation at 32 px, and the export's input is 32 px
+    arch = json.dumps(space.to_json(space.largest()))
+    rcfg = RetrainConfig(run_dir=str(tmp_path), data_dir=photos, arch=arch, space="mbconv", space_opts=SPACE,
+                         epochs=1, batch_size=4, eval_batch_size=4, checkpoint_minutes=0, **DATA)  # fmt: skip
+    retrain = RetrainTrainer(rcfg)
+    sizes = Sizes(retrain.net, fixed=32)
+    out = retrain.fit()
+    assert sizes.seen and all(got == 32 for _, got in sizes.seen), sizes.seen
+    exported = export_main(ExportConfig(run_dir=str(tmp_path), formats=["torchscript"], quiet=True))
+    info = json.loads((tmp_path / "retrain" / retrain.arch_id / "export" / "arch.json").read_text())
+    assert info["input"]["shape"][2:] == [32, 32], (out, exported)
+
+
+def test_in_memory_data_is_resized_to_the_architecture(tmp_path):
+    """The embedded 32-px set: a 40-px MBConv subnet gets 40-px inputs in the supernet and the retrain."""
+    opts = {**SPACE, "resolutions": [32, 40]}
+    space = make_space("mbconv", **opts)
+    net = space.supernet(10)
+    sizes = Sizes(net)
+    net(torch.zeros(2, 3, 32, 32), space.largest())
+    assert sizes.seen == [(40, 40)]
+    arch = json.dumps(space.to_json(space.largest()))
+    rcfg = RetrainConfig(run_dir=str(tmp_path), arch=arch, space="mbconv", space_opts=opts, epochs=1, batch_size=8,
+                         train_images=16, test_images=8, eval_batch_size=8, search_size=100, quiet=True,
+                         checkpoint_minutes=0)  # fmt: skip
+    retrain = RetrainTrainer(rcfg)
+    sizes = Sizes(retrain.net, fixed=40)
+    retrain.fit()
+    assert sizes.seen and all(got == 40 for _, got in sizes.seen), sizes.seen
