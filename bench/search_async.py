@@ -90,7 +90,7 @@ def timed_search(cfg: Any, space: Space, name: str, workers: int, budget: int, d
     scfg = SearchConfig(
         run_dir=str(tmp / tag), space=cfg.space, space_opts=dict(cfg.space_opts), evaluator="table",
         table=cfg.table, arch_column=cfg.arch_column, metric=cfg.metric, searcher=name,
-        searcher_opts=cfg.opts_for(name), budget=budget, seed=0, executor="ray", workers=workers,
+        searcher_opts=cfg.opts_for(name), budget=budget, seed=0, executor="ray", ray_workers=workers,
         cpus_per_trial=cpus, ray_address=cfg.ray_address, quiet=True,
     )  # fmt: skip
     searcher = make_searcher(name, space, 0, None, trusted=True, **scfg.searcher_opts)

@@ -1,4 +1,4 @@
-"""Asynchronous search (`--executor ray`): `--workers` trials in flight, one more as each result arrives.
+"""Asynchronous search (`--executor ray`): `--ray-workers` trials in flight, one more as each result arrives.
 
 `AsyncDriver` is the schedule: it asks the searcher for as many proposals as there are free slots,
 submits them, and as soon as a trial finishes tells the searcher its metric and refills the slot.
@@ -168,7 +168,7 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
         from search.ray_executor import RayExecutor
 
         executor = RayExecutor(cfg, space)
-    workers = int(getattr(executor, "workers", 0) or cfg.workers or 1)
+    workers = int(getattr(executor, "workers", 0) or cfg.ray_workers or 1)
     commit_run_config()  # the inputs were accepted: record this run's config
     if resubmit:
         log.info("resuming: re-submitting the %d trials that were in flight", len(resubmit))

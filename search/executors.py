@@ -1,7 +1,7 @@
 """Where evaluations run: in this process (the default) or asynchronously on Ray workers.
 
 `--executor inprocess` is the search loop of `search/loop.py` (under `torchrun`, each rank scores
-its share of a batch). `--executor ray` keeps `--workers` trials in flight on a Ray cluster: as soon
+its share of a batch). `--executor ray` keeps `--ray-workers` trials in flight on a Ray cluster: as soon
 as one result arrives the searcher is told and asked for one more (`search/async_loop.py`).
 
 This module holds what both the Ray executor and the benchmark's simulated clock share: the
@@ -39,7 +39,9 @@ class ExecutorConfig:
         choices=EXECUTORS,
     )
     ray_address: str = opt("", "with --executor ray: the cluster to join (HOST:PORT or auto); empty: a local Ray")
-    workers: int = opt(0, "with --executor ray: trials in flight (0: the cluster's CPUs / --cpus-per-trial, or GPUs)")
+    ray_workers: int = opt(
+        0, "with --executor ray: trials in flight (0: the cluster's CPUs / --cpus-per-trial, or GPUs)"
+    )
     cpus_per_trial: float = opt(1.0, "with --executor ray: CPU cores reserved per trial (its torch threads)")
     gpus_per_trial: float = opt(0.0, "with --executor ray: GPUs reserved per trial (1: one GPU each)")
     max_retries: int = opt(2, "with --executor ray: retries of a trial whose worker or node was lost")
@@ -47,15 +49,15 @@ class ExecutorConfig:
 
 def validate_executor(cfg: Any) -> None:
     """One-line `UserError` for bad executor options; with `--executor ray`, Ray must be importable."""
-    if cfg.workers < 0 or cfg.max_retries < 0:
-        raise UserError("--workers and --max-retries must be >= 0 (--workers 0: as many as the cluster holds)")
+    if cfg.ray_workers < 0 or cfg.max_retries < 0:
+        raise UserError("--ray-workers and --max-retries must be >= 0 (--ray-workers 0: as many as the cluster holds)")
     if cfg.cpus_per_trial < 0 or cfg.gpus_per_trial < 0 or not (cfg.cpus_per_trial or cfg.gpus_per_trial):
         raise UserError("--cpus-per-trial and --gpus-per-trial must be >= 0 and not both 0")
     if cfg.executor != "ray":
         return
     if getattr(cfg, "batch", 1) != 1:
         raise UserError(
-            "--batch is for --executor inprocess; with --executor ray set the trials in flight by --workers"
+            "--batch is for --executor inprocess; with --executor ray set the trials in flight by --ray-workers"
         )
     if getattr(cfg, "prior", ""):
         raise UserError("--prior needs --executor inprocess (its reference scores are taken in one process)")

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the toolkit's source tree, put 
 _EVALUATORS: dict[str, tuple[Any, Any]] = {}  # per worker process: evaluator key -> (space, evaluator)
 # options that do not change how an architecture is scored: searches that differ only in these share evaluators
 _NOT_EVALUATION = ("run_dir", "run_name", "resume", "budget", "time_budget_minutes", "searcher", "searcher_opts",
-                   "workers", "max_retries", "ray_address", "topk", "quiet", "executor")  # fmt: skip
+                   "ray_workers", "max_retries", "ray_address", "topk", "quiet", "executor")  # fmt: skip
 
 
 def evaluator_key(cfg: Any) -> str:
@@ -120,7 +120,7 @@ class RayExecutor:
             cpus / cfg.cpus_per_trial if cfg.cpus_per_trial else 1e9,
             gpus / cfg.gpus_per_trial if cfg.gpus_per_trial else 1e9,
         )
-        self.workers = int(cfg.workers or max(1, int(fits)))
+        self.workers = int(cfg.ray_workers or max(1, int(fits)))
         self.threads = threads
         self.cfg_ref = ray.put(cfg)
         self.token = evaluator_key(cfg)

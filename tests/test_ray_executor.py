@@ -115,7 +115,7 @@ def test_eval_seconds_are_seeded_with_the_given_mean():
 
 
 def test_ray_options_are_checked():
-    for kw, match in (({"batch": 4}, "--workers"), ({"workers": -1}, "--workers"),
+    for kw, match in (({"batch": 4}, "--ray-workers"), ({"ray_workers": -1}, "--ray-workers"),
                       ({"cpus_per_trial": 0.0}, "cpus-per-trial"), ({"prior": "params"}, "--prior")):  # fmt: skip
         with pytest.raises(UserError, match=match):
             SearchConfig(executor="ray", evaluator="table", table="x.csv", **kw)
@@ -147,7 +147,7 @@ def local_ray():
 
 def config(tmp_path, run, **kw):
     base = dict(run_dir=str(tmp_path / run), space="tests.toy_space:ToySpace", space_opts=TOY, budget=40,
-                quiet=True, seed=3, executor="ray", workers=2)  # fmt: skip
+                quiet=True, seed=3, executor="ray", ray_workers=2)  # fmt: skip
     base.update(kw)
     return SearchConfig(**base)
 
@@ -243,7 +243,7 @@ def test_a_killed_driver_resumes_with_no_duplicated_or_lost_trial(tmp_path, loca
 
     opts = marked(tmp_path, delay=0.3)
     cfg = config(tmp_path, "driver", evaluator="tests.ray_helpers:slow_score", budget=16, **opts)
-    args = ["search", "--executor", "ray", "--ray-address", local_ray, "--workers", "2", "--run-dir", cfg.run_dir,
+    args = ["search", "--executor", "ray", "--ray-address", local_ray, "--ray-workers", "2", "--run-dir", cfg.run_dir,
             "--space", cfg.space, "--evaluator", cfg.evaluator, "--budget", "16", "--seed", "3", "--quiet",
             *[a for k, v in cfg.space_opts.items() for a in ("--space-opts", f"{k}={v}")]]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -273,9 +273,9 @@ def test_pipeline_passes_the_executor_to_its_search_stage(tmp_path):
     from pipeline.config import PipelineConfig
     from pipeline.run import stage_config
 
-    cfg = PipelineConfig(run_dir=str(tmp_path), executor="ray", workers=3, max_retries=1)
+    cfg = PipelineConfig(run_dir=str(tmp_path), executor="ray", ray_workers=3, max_retries=1)
     search = stage_config(SearchConfig, cfg, {"evaluator": "supernet", **cfg.search}, "search")
-    assert (search.executor, search.workers, search.max_retries) == ("ray", 3, 1)
+    assert (search.executor, search.ray_workers, search.max_retries) == ("ray", 3, 1)
     assert stage_config(SearchConfig, PipelineConfig(run_dir=str(tmp_path)), {}, "search").executor == "inprocess"
 
 
@@ -302,7 +302,7 @@ def test_train_evaluator_on_a_worker_gives_the_in_process_result(tmp_path, local
 
     cfg = SearchConfig(run_dir=str(tmp_path / "train"), space="nb201", evaluator="train", dataset="synthetic",
                        image_size=16, search_size=128, train_epochs=1, budget=2, seed=1, searcher="random",
-                       executor="ray", workers=2, quiet=True, device="cpu")  # fmt: skip
+                       executor="ray", ray_workers=2, quiet=True, device="cpu")  # fmt: skip
     run_search(cfg)
     records = journal(cfg)
     assert len(records) == 2 and all("error" not in r for r in records)
