@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.search_async import AsyncBenchOptions, run_async_bench, validate_async_bench
 from core.config import opt
 from core.errors import UserError
 from search.evaluators.table import load_table
@@ -37,7 +38,7 @@ CHECKPOINTS = (50, 100, 200, 500)
 
 
 @dataclass
-class BenchSearchConfig:
+class BenchSearchConfig(AsyncBenchOptions):
     """`run.py bench-search`: every searcher against a lookup table, many seeds, one process."""
 
     table: str = opt("", "CSV with one row per architecture of the space (e.g. ../shared/benchmarks/nb201.csv)")
@@ -66,6 +67,7 @@ class BenchSearchConfig:
             raise UserError("--seeds, --budget and --batch must be >= 1")
         if not [s for s in self.searchers.split(",") if s.strip()]:
             raise UserError("--searchers needs at least one name, e.g. lanas,evolution,random")
+        validate_async_bench(self)
 
     def opts_for(self, searcher: str) -> dict[str, Any]:
         """The `searcher_opts` entries prefixed with `searcher.`, without the prefix."""
@@ -166,6 +168,13 @@ def run_bench_search(cfg: BenchSearchConfig, space: Space | None = None) -> dict
     rows = load_table(cfg.table, cfg.arch_column, (cfg.metric, report))
     target = max(v[0] for v in rows.values())
     lookup = _Lookup(space, rows, cfg.noise)
+    if cfg.executor == "ray":  # asynchronous against synchronous search on Ray: bench/search_async.py
+        out = run_async_bench(cfg, space, lookup, target)
+        out["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+        if cfg.json:
+            Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(cfg.json).write_text(json.dumps(out, indent=1))
+        return out
     names = [s.strip() for s in cfg.searchers.split(",") if s.strip()]
     summary: dict[str, Any] = {"metric": cfg.metric, "report_metric": report, "target": target, "searchers": {}}
     curves = {}

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 from core.config import AmpOptions, CommonConfig, SpaceOptions, opt
 from core.errors import UserError
+from search.executors import ExecutorConfig, validate_executor
 
 
 @dataclass
-class PipelineConfig(SpaceOptions, AmpOptions, CommonConfig):
+class PipelineConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
     """Supernet, search and retraining of the top-k architectures in one run directory.
 
-    Its space, space options, amp and the common options are every stage's (see `pipeline.run.stage_config`).
+    Its space, space options, amp and the common options are every stage's, its executor options the
+    search's (see `pipeline.run.stage_config`).
     """
 
     supernet: dict = opt({}, "options of the supernet stage (see run.py supernet --help), KEY=VALUE")
@@ -30,3 +32,4 @@ class PipelineConfig(SpaceOptions, AmpOptions, CommonConfig):
         super().validate()
         if self.retrain_topk < 0:
             raise UserError(f"--retrain-topk must be >= 0, got {self.retrain_topk}")
+        validate_executor(self)

@@ -30,7 +30,8 @@ from supernet.spaces.base import make_user_space
 
 log = logging.getLogger(__name__)
 # options that do not change what a run computes: a rerun may change them
-_NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device")
+_NOT_COMPARED = ("run_dir", "run_name", "threads", "quiet", "resume", "device", "ray_address", "ray_workers",
+                 "cpus_per_trial", "gpus_per_trial", "max_retries")  # fmt: skip
 
 
 def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from core.config import AmpOptions, CommonConfig, SpaceOptions, opt
 from core.errors import UserError
+from search.executors import ExecutorConfig, validate_executor
 
 BUILTIN_SEARCHERS = ("lanas", "evolution", "random")
 BUILTIN_EVALUATORS = ("supernet", "train", "table")
 
 
 @dataclass
-class SearchConfig(SpaceOptions, AmpOptions, CommonConfig):
+class SearchConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
     """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
 
     evaluator: str = opt("supernet", "how archs are scored: supernet, train, table or module:function")
@@ -88,3 +89,4 @@ class SearchConfig(SpaceOptions, AmpOptions, CommonConfig):
             )
         if self.evaluator == "table" and not self.table:
             raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+        validate_executor(self)

@@ -29,6 +29,8 @@ from search.evaluators import make_evaluator, normalise
 from search.evaluators.gradnorm import GradNorm
 from search.evaluators.prior import SizePrior
 from search.outputs import write_outputs
+from search.records import make_record as _record
+from search.records import next_index
 from search.searchers import Searcher, make_searcher
 from supernet.spaces.base import Space, make_user_space
 
@@ -104,28 +106,6 @@ def search_dir(cfg: SearchConfig) -> SearchDir:
     return RunDir(cfg.run_dir or ROOT / (cfg.run_name or "search")).search
 
 
-def _record(space: Space, arch: Any, result: dict[str, Any], index: int, seconds: float, num_classes: int) -> dict:
-    try:
-        cost = space.cost(arch, num_classes)
-        mflops, params = float(cost.mflops), float(cost.params)
-    except NotImplementedError:  # a user space without a cost model
-        mflops = params = None
-    rec = {k: v for k, v in result.items() if k not in ("metric", "report_metric")}
-    rec.update(
-        index=index,
-        arch=space.to_json(arch),
-        str=space.to_str(arch),
-        canonical=space.to_str(space.canonical(arch)),
-        encoding=[float(v) for v in space.encode(arch)],
-        metric=result["metric"],
-        report_metric=result.get("report_metric"),
-        mflops=mflops,
-        params=params,
-        seconds=round(seconds, 6),
-    )
-    return rec
-
-
 def _resume(cfg: SearchConfig, searcher: Searcher, out: SearchDir) -> tuple[list[dict], int, float]:
     """Load the searcher state; return the journal, how many of its lines the state has seen, elapsed."""
     journal = out.journal
@@ -140,6 +120,9 @@ def _resume(cfg: SearchConfig, searcher: Searcher, out: SearchDir) -> tuple[list
     if state.get("searcher_name") != cfg.searcher or int(state.get("seed", -1)) != cfg.seed:
         raise UserError(f"{used} is from searcher {state.get('searcher_name')!r} seed {state.get('seed')}; "
                         "resume with the same --searcher and --seed or use a new --run-name")  # fmt: skip
+    if state.get("executor", "inprocess") != cfg.executor and cfg.executor == "inprocess":
+        raise UserError(f"{used} is from an asynchronous search (--executor {state['executor']}); resume it with "
+                        f"--executor {state['executor']}")  # fmt: skip
     done = int(state["evaluated"])
     if done > len(records):
         raise CheckpointError(f"{used} saw {done} evaluations but {journal} has {len(records)}; restore the journal")
@@ -161,6 +144,10 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         records, done, elapsed = _resume(cfg, searcher, out)
     elif read_jsonl(journal):
         raise UserError(f"{journal} already exists: pass --resume auto to continue it or choose a new --run-name")
+    if cfg.executor == "ray":  # asynchronous trials on Ray workers: search/async_loop.py
+        from search.async_loop import run_async_search
+
+        return run_async_search(cfg, space, searcher, out, records, done, elapsed)
     evaluator = make_evaluator(cfg, space, trusted=True)
     if cfg.prior:
         log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
@@ -271,12 +258,6 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
             if _ok(rec["report_metric"]):
                 writer.add_scalar("search/report_metric", rec["report_metric"], rec["index"])
     return out
-
-
-def next_index(records: list[dict]) -> int:
-    """The index of the next journal line: one past the highest index that any record holds."""
-    indices = [r.get("index") for r in records]
-    return max((i for i in indices if isinstance(i, int) and not isinstance(i, bool)), default=-1) + 1
 
 
 def _ok(m: Any) -> bool:

@@ -62,6 +62,8 @@ class LaNAS(Searcher):
         mutations: int = 30,
         restart: int = 20,
         kick: int = 5,
+        pending: str = "ignore",
+        lie: str = "mean",
     ) -> None:
         super().__init__(space, rng_seed, constraint)
         check_opt(height >= 1, f"lanas: height must be >= 1, got {height}")
@@ -83,6 +85,14 @@ class LaNAS(Searcher):
         self.restart = int(restart)
         check_opt(kick >= 0, f"lanas: kick must be >= 0 (0: restart from uniform samples), got {kick}")
         self.kick = int(kick)
+        check_opt(pending in ("ignore", "liar"), f"lanas: pending must be ignore or liar, not {pending!r}")
+        # Proposals in flight (asynchronous search): "ignore" leaves them out of the tree (they are only
+        # never proposed again); "liar" adds them to it at each rebuild as if they had scored the mean (or
+        # `lie`: min, max) observed metric, a constant liar, so the partition and UCB see pending work.
+        self.pending_mode = pending
+        check_opt(lie in ("mean", "min", "max"), f"lanas: lie must be mean, min or max, not {lie!r}")
+        self.lie = lie  # the constant liar's value: the mean, lowest or highest observed metric
+        self._real_built = 0  # finite observations in the current tree (members beyond are pending lies)
         self._epoch = 0  # index into the finite observations where the current climb started
         self._enc: list[np.ndarray] = []  # encodings of finite observations, same order as _y
         self._X = np.zeros((0, 0))  # the same, stacked (see _matrix)
@@ -133,15 +143,19 @@ class LaNAS(Searcher):
             # After a resume: rebuild on the same prefix of the history as before the save.
             self._built_at_saved = -1
             self.tree, self._built_at = Tree(self._matrix()[:saved], np.asarray(self._y[:saved]), *args), saved
-            self._ranked = {}
+            self._ranked, self._real_built = {}, saved
         # Rebuild every `rebuild_every` observations, and no more often than every `rebuild_growth`
         # of the history: a rebuild refits every node's model on the whole history, so its cost grows
         # with the history, and rebuilding on a fixed share of it keeps the total cost linear
         # (per-proposal times: docs/search_benchmark.md).
         every = max(self.rebuild_every, int(self.rebuild_growth * self._built_at))
         if self.tree is None or n - self._built_at >= every:
-            self.tree, self._built_at = Tree(self._matrix(), np.asarray(self._y), *args), n
-            self._ranked = {}
+            x, y = self._matrix(), np.asarray(self._y)
+            if self.pending_mode == "liar" and self.pending:
+                lies = np.stack([self.encode(a) for a in self.pending])
+                x, y = np.concatenate([x, lies]), np.concatenate([y, np.full(len(lies), getattr(np, self.lie)(y))])
+            self.tree, self._built_at = Tree(x, y, *args), n
+            self._ranked, self._real_built = {}, n
 
     def _matrix(self) -> np.ndarray:
         """All finite observations' encodings as one array, extended in place of re-stacking."""
@@ -224,6 +238,7 @@ class LaNAS(Searcher):
         ranked = self._ranked.get(nid)
         if ranked is None:  # the node's members, best first (cached until the next rebuild)
             members = tree.nodes[nid].members
+            members = members[members < self._real_built]  # pending lies are no parents
             order = members[np.argsort(-tree.y[members], kind="stable")]
             ranked = self._ranked[nid] = [(self._fin_archs[i], int(i)) for i in order]
         if stage == "mutants":
