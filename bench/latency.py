@@ -36,7 +36,7 @@ class BenchLatencyConfig:
     space: str = opt("", "space of the table (default: the table's); a different one is refused")
     latency_table: str = opt("", "table from run.py latency-table")
     samples: int = opt(50, "random subnets to measure")
-    repeats: int = opt(20, "timed calls per subnet; the median is kept")
+    repeats: int = opt(20, "timed calls per subnet; the fastest is kept")
     seed: int = opt(1, "seed of the sampled subnets (the table's overhead used seed 0)")
     json: str = opt("", "also write the results to this JSON file")
     quiet: bool = opt(False, "no progress bar")

@@ -3,7 +3,7 @@
 A space declares its latency units (`Space.latency_units`, `latency_unit_choices`,
 `latency_unit_module`): parts of the network whose latency depends only on their own choice, such
 as one MBConv block choice at the input size and width it sees. `run.py latency-table` times every
-unit the space declares, in eval mode without gradients, as the median of repeats after warm-up,
+unit the space declares, in eval mode without gradients, as the fastest of repeated calls after warm-up,
 and then the fixed overhead: the median, over a few sampled architectures, of the measured
 end-to-end latency minus the sum of their units. The predicted latency of an architecture is the
 sum of its units plus that overhead (as nn-Meter and OFA's lookup tables do, at block level).
@@ -72,7 +72,11 @@ def environment(device: torch.device, threads: int, dtype: str, batch: int) -> d
 def time_module(
     module: nn.Module, shape: tuple[int, ...], device: torch.device, dtype: str, batch: int, repeats: int, warmup: int
 ) -> float:
-    """Median latency (ms) of `module` on a random batch, eval mode, no gradients."""
+    """Latency (ms) of `module` on a random batch, eval mode, no gradients: the fastest of the timed calls.
+
+    The minimum, not the median: on a machine shared with other work, interference only ever adds
+    time, and the minimum is the most repeatable statistic (docs/benchmarks.md, "Latency tables").
+    """
     module = module.to(device).eval()
     x = torch.randn(batch, *shape, device=device)
     if device.type == "cuda":
@@ -89,7 +93,7 @@ def time_module(
                 torch.cuda.synchronize(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * min(times)
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ class LatencyTableConfig:
     batch: int = opt(1, "images per measured call")
     threads: int = opt(1, "CPU compute threads while measuring")
     dtype: str = opt("fp32", "precision (bf16/fp16 through autocast)", choices=tuple(DTYPES))
-    repeats: int = opt(20, "timed calls per unit; the median is kept")
+    repeats: int = opt(20, "timed calls per unit; the fastest is kept")
     overhead_archs: int = opt(10, "sampled architectures that measure the fixed overhead")
     out: str = opt("latency.json", "table file (an unfinished one with the same settings is resumed)")
     seed: int = opt(0, "seed of the overhead architectures")
