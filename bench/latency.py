@@ -23,8 +23,7 @@ from scipy.stats import spearmanr
 from core.config import opt
 from core.errors import UserError
 from core.runtime import progress
-from supernet.latency import LatencyTable, environment, measure_arch
-from supernet.spaces.base import make_space
+from supernet.latency import measure_arch, open_table
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,9 @@ class BenchLatencyConfig:
 
 def main(cfg: BenchLatencyConfig) -> dict[str, Any]:
     """Predicted against measured latency of `samples` random subnets."""
-    table = LatencyTable.load(cfg.latency_table)
+    table, space, device = open_table(cfg.latency_table, cfg.space)
     meta = table.meta
-    if cfg.space and cfg.space != meta.get("space"):
-        raise UserError(f"--space {cfg.space}: the table was measured for {meta.get('space')!r}")
-    space = make_space(str(meta.get("space")), **dict(meta.get("space_opts") or {}))
-    device = torch.device(str(meta.get("device", "cpu")))
-    torch.set_num_threads(int(meta.get("threads", 1)))
     num_classes = int(meta.get("num_classes", 10))
-    table.check(space, num_classes, environment(device, torch.get_num_threads(), "", 0))
     rng = np.random.default_rng(cfg.seed)
     rows = []
     for _ in progress(range(cfg.samples), cfg.quiet, desc="subnets", unit="arch"):

@@ -285,18 +285,26 @@ class LatencyConfig:
             raise UserError("run.py latency needs --table FILE and --arch STRING")
 
 
-def latency_main(cfg: LatencyConfig) -> dict[str, Any]:
-    """Entry point of `run.py latency`."""
-    table = LatencyTable.load(cfg.table)
+def open_table(path: str, space_name: str = "") -> tuple[LatencyTable, Space, torch.device]:
+    """A table, the (registered) space it was measured for, and the device to measure on here; the
+    threads are set to the table's. `space_name`, when given, must be the table's space."""
+    table = LatencyTable.load(path)
     meta = table.meta
-    if cfg.space and cfg.space != meta.get("space"):
-        raise UserError(f"--space {cfg.space}: the table was measured for {meta.get('space')!r}")
+    if space_name and space_name != meta.get("space"):
+        raise UserError(f"--space {space_name}: the table was measured for {meta.get('space')!r}")
     space = make_space(str(meta.get("space")), **dict(meta.get("space_opts") or {}))
-    device = torch.device(meta.get("device", "cpu"))
+    device = torch.device(str(meta.get("device", "cpu")))
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
     torch.set_num_threads(int(meta.get("threads", 1)))
     table.check(space, int(meta.get("num_classes", 10)), environment(device, torch.get_num_threads(), "", 0))
+    return table, space, device
+
+
+def latency_main(cfg: LatencyConfig) -> dict[str, Any]:
+    """Entry point of `run.py latency`."""
+    table, space, device = open_table(cfg.table, cfg.space)
+    meta = table.meta
     arch = space.from_str(cfg.arch)
     out: dict[str, Any] = {"arch": space.to_str(arch), "predicted_ms": table.predict(space, arch)}
     if cfg.measure:
