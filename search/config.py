@@ -21,7 +21,7 @@ class SearchConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
     """`run.py search`: propose architectures, evaluate them, keep the best under cost bounds."""
 
     evaluator: str = opt("supernet", "how archs are scored: supernet, train, table or module:function")
-    table: str = opt("", "CSV of precomputed metrics for --evaluator table (e.g. ../shared/benchmarks/nb201.csv)")
+    table: str = opt("", "CSV of precomputed metrics for --evaluator table (e.g. the NAS-Bench-201 table as nb201.csv)")
     arch_column: str = opt("arch", "table column holding the space's arch string (space.to_str)")
     metric: str = opt("c10_valid_12ep", "table column to maximise (--evaluator table)")
     report_metric: str = opt("", "table column recorded beside the metric, never searched on (e.g. a test accuracy)")
@@ -88,5 +88,5 @@ class SearchConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
                 "pass --search-size N (e.g. 1000)"
             )
         if self.evaluator == "table" and not self.table:
-            raise UserError("--evaluator table needs --table CSV (for example ../shared/benchmarks/nb201.csv)")
+            raise UserError("--evaluator table needs --table CSV (for example the NAS-Bench-201 table as nb201.csv)")
         validate_executor(self)
