@@ -301,7 +301,8 @@ def test_toy_benchmark_with_the_final_stage(tmp_path):
         assert final["candidates"][0]["score"] == pytest.approx(run["score"])  # the search's best is a candidate
         if NB201_CSV.exists():
             assert final["truth"] == truth[final["arch"]]
-    assert res["mean_truth_final"] == pytest.approx(np.mean([r["final"]["truth"] for r in res["runs"]]))
+    if NB201_CSV.exists():  # without the full table the chosen cells have no recorded truth
+        assert res["mean_truth_final"] == pytest.approx(np.mean([r["final"]["truth"] for r in res["runs"]]))
     evolution = saved["search"]["uniform/recal32"]["evolution"]
     assert "final" not in evolution["runs"][0] and "mean_truth_final" not in evolution  # not a --final-searchers
     stage = saved["final_stage"]
