@@ -55,16 +55,11 @@ def resolve_spec(cfg: Any) -> tuple[dict[str, Any], str]:
         arch_id = "timm-" + spec["name"]
     else:
         prefix = ""
-        if cfg.lanet:
-            space_name, opts, arch_json = _from_lanet(
-                cfg.lanet, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
+        if cfg.lanet or cfg.genotype:
+            where, text = ("--lanet", cfg.lanet) if cfg.lanet else ("--genotype", cfg.genotype)
+            space_name, opts, arch_json = _from_cells(
+                where, text, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
             )
-            where = "--lanet"
-        elif cfg.genotype:
-            space_name, opts, arch_json = _from_genotype(
-                cfg.genotype, cfg.space or "nasnet", dict(cfg.space_opts), user_spaces(cfg)
-            )
-            where = "--genotype"
         elif cfg.arch:
             space_name, opts, arch_json = _from_json_text(cfg.arch, cfg.space, dict(cfg.space_opts))
             where = "--arch"
@@ -199,36 +194,28 @@ def _space_of(arch: dict[str, Any], space_name: str, where: str) -> str:
     return space_name or named
 
 
-def _from_lanet(
-    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
+# The published cell forms the NASNet space reads: flag -> (parser of the text, space method building the arch).
+CELL_IMPORTS = {
+    "--lanet": (read_lanet, "from_lanet_lists", "LaNet lists describe NASNet cells"),
+    "--genotype": (read_genotype, "from_genotype", "a genotype describes NASNet/DARTS cells"),
+}
+
+
+def _from_cells(
+    flag: str, text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
 ) -> tuple[str, dict, dict]:
-    """LaNet integer lists: one shared by all cells, or one per stage. The NASNet space reads them."""
-    lists, opts = read_lanet(text, opts)
+    """A published NASNet/DARTS cell (`--lanet` lists or a `--genotype`), parsed and built by the NASNet space."""
+    read, build, what = CELL_IMPORTS[flag]
+    cells, opts = read(text, opts)
     try:
-        space = _space(space_name, trusted, "--lanet", **opts)
+        space = _space(space_name, trusted, flag, **opts)
     except UserError:
         if space_name == "nasnet":
             raise
-        space = None  # another space does not take the NASNet options that a LaNet list implies
-    if not hasattr(space, "from_lanet_lists"):
-        raise ArchError(f"--lanet lists describe NASNet cells; use --space nasnet, not {space_name!r}")
-    return space_name, opts, space.to_json(space.from_lanet_lists(lists))
-
-
-def _from_genotype(
-    text: str, space_name: str, opts: dict[str, Any], trusted: Collection[str] = ()
-) -> tuple[str, dict, dict]:
-    """A DARTS genotype (text or file): one normal and one reduction cell, shared by every cell of that kind."""
-    genotype, opts = read_genotype(text, opts)
-    try:
-        space = _space(space_name, trusted, "--genotype", **opts)
-    except UserError:
-        if space_name == "nasnet":
-            raise
-        space = None  # another space does not take the NASNet options that a genotype implies
-    if not hasattr(space, "from_genotype"):
-        raise ArchError(f"--genotype describes NASNet/DARTS cells; use --space nasnet, not {space_name!r}")
-    return space_name, opts, space.to_json(space.from_genotype(genotype))
+        space = None  # another space does not take the NASNet options that the cells imply
+    if not hasattr(space, build):
+        raise ArchError(f"{flag}: {what}; use --space nasnet, not {space_name!r}")
+    return space_name, opts, space.to_json(getattr(space, build)(cells))
 
 
 def load_teacher(ref: str, num_classes: int, prefer_ema: bool, cfg: Any = None) -> tuple[nn.Module, dict[str, Any]]:

@@ -533,10 +533,10 @@ ALL_USED = "2,3,1,0,0,1,1,2"
 
 
 def _built(lanet: str) -> torch.nn.Module:
-    from retrain.inputs import _from_lanet
+    from retrain.inputs import _from_cells
     from supernet.spaces.base import make_space
 
-    name, opts, arch = _from_lanet(lanet, "nasnet", {"channels": 4, "blocks": [1, 1]})
+    name, opts, arch = _from_cells("--lanet", lanet, "nasnet", {"channels": 4, "blocks": [1, 1]})
     space = make_space(name, **opts)
     return space.build(space.from_json(arch), 10)
 

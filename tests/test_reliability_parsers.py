@@ -203,10 +203,10 @@ lanet_items = st.one_of(st.integers(-3, 12).map(str), st.text(alphabet="01234567
     space=st.sampled_from(["nasnet", "nb201", "", "nope"]),
 )
 def test_lanet_lists(parts, space):
-    from retrain.inputs import _from_lanet
+    from retrain.inputs import _from_cells
 
     text = ";".join(",".join(p) for p in parts)
-    result = _accepts_or_user_error(_from_lanet, text, space or "nasnet", {"channels": 4, "blocks": [1, 1]})
+    result = _accepts_or_user_error(_from_cells, "--lanet", text, space or "nasnet", {"channels": 4, "blocks": [1, 1]})
     if result is not None:
         name, opts, arch_json = result
         assert name == "nasnet" and json.loads(json.dumps(arch_json)) == arch_json
