@@ -169,10 +169,14 @@ def _compare(data: Any, root: Path, size: int, train: bool, w: int, cfg: BenchDa
 
 
 def _print(out: dict[str, Any]) -> None:
-    print(f"{out['images']} JPEGs, mean {out['mean_jpeg_kb']:.0f} kB, batch {out['batch']}, {out['cores']} cores")
-    print(f"{'transform':>9} {'size':>5} {'workers':>7} {'ours img/s':>10} {'ref img/s':>10} {'ratio':>6}")
+    """The results as a table in the log."""
+    log.info(
+        "%d JPEGs, mean %.0f kB, batch %d, %d cores", out["images"], out["mean_jpeg_kb"], out["batch"], out["cores"]
+    )
+    log.info("%9s %5s %7s %10s %10s %6s", "transform", "size", "workers", "ours img/s", "ref img/s", "ratio")
     for r in out["results"]:
-        print(f"{r['transform']:>9} {r['size']:>5} {r['workers']:>7} {r['ours_img_s']:>10.1f} "
-              f"{r['reference_img_s']:>10.1f} {r['ratio']:>6.3f}")  # fmt: skip
+        log.info("%9s %5d %7d %10.1f %10.1f %6.3f", r["transform"], r["size"], r["workers"], r["ours_img_s"],
+                 r["reference_img_s"], r["ratio"])  # fmt: skip
     d = out["data_wait"]
-    print(f"data wait of a tiny-network training loop ({d['workers']} workers, {d['size']} px): {d['data_wait']:.1%}")
+    log.info("data wait of a tiny-network training loop (%d workers, %d px): %.1f%%", d["workers"], d["size"],
+             100 * d["data_wait"])  # fmt: skip
