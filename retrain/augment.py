@@ -98,24 +98,7 @@ class AugmentLoader(TensorLoader):
         super().__init__(data, batch_size, **kw)
         self.options = options
         self.policy = _policy(options)
-        self.mixup = None
-        if options.mixes:
-            if batch_size % 2:
-                raise UserError(f"Mixup/CutMix need an even batch per rank; got {batch_size}")
-            from timm.data import Mixup
-
-            self.mixup = Mixup(
-                mixup_alpha=options.mixup,
-                cutmix_alpha=options.cutmix,
-                prob=options.mix_prob,
-                label_smoothing=options.label_smoothing,
-                num_classes=num_classes,
-            )
-        self.erasing = None
-        if options.random_erasing > 0:
-            from timm.data.random_erasing import RandomErasing
-
-            self.erasing = RandomErasing(options.random_erasing, mode="pixel", device=str(self.device))
+        self.mixup, self.erasing = _mixers(options, batch_size, num_classes, self.device)
 
     def batch(self, sel: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         opt = self.options
@@ -131,10 +114,7 @@ class AugmentLoader(TensorLoader):
             if opt.cutout:
                 x = augment_batch(x, Augment(cutout=opt.cutout), gen)
             x = (x - self.mean) / self.std
-            if self.mixup is not None:
-                x, y = self.mixup(x, y)
-            if self.erasing is not None:
-                x = self.erasing(x)
+            x, y = _mix(x, y, self.mixup, self.erasing)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
@@ -170,10 +150,7 @@ class WorkerAugmentLoader(FolderLoader):
         if self.mixup is None and self.erasing is None:
             return x, y
         with seeded(seed_of(self.seed, self.epoch, batch_index, 17), self.device):
-            if self.mixup is not None:
-                x, y = self.mixup(x, y)
-            if self.erasing is not None:
-                x = self.erasing(x)
+            x, y = _mix(x, y, self.mixup, self.erasing)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
@@ -194,3 +171,12 @@ def _mixers(opt: AugmentOptions, batch_size: int, num_classes: int, device: torc
 
         erasing = RandomErasing(opt.random_erasing, mode="pixel", device=str(device))
     return mixup, erasing
+
+
+def _mix(x: torch.Tensor, y: torch.Tensor, mixup: Any, erasing: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup/CutMix, then random erasing, on a normalised batch (each skipped when None)."""
+    if mixup is not None:
+        x, y = mixup(x, y)
+    if erasing is not None:
+        x = erasing(x)
+    return x, y
