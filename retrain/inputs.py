@@ -26,7 +26,7 @@ from core.errors import ArchError, CheckpointError, UserError
 from core.imports import is_import_path, untrusted_import
 from core.safejson import parse_json
 from supernet.spaces.base import Space, make_space, make_user_space, space_names
-from supernet.spaces.nasnet import read_genotype, read_lanet
+from supernet.spaces.cell_text import read_genotype, read_lanet
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KINDS = ("retrain", "retrain-ema")

@@ -16,7 +16,8 @@ from core.errors import ArchError, UserError
 from retrain.config import RetrainConfig
 from retrain.inputs import param_count, resolve_spec
 from supernet.spaces.base import make_space
-from supernet.spaces.nasnet import LANET, read_genotype
+from supernet.spaces.cell_text import read_genotype
+from supernet.spaces.nasnet import LANET
 from tests.reliability.helpers import cli, error_line
 
 torch.set_num_threads(1)

@@ -12,7 +12,8 @@ import torch
 from core.errors import ArchError
 from supernet.flops import count_thop
 from supernet.spaces.base import make_space
-from supernet.spaces.nasnet import LANET, CellArch, read_lanet
+from supernet.spaces.cell_text import read_lanet
+from supernet.spaces.nasnet import LANET, CellArch
 
 torch.set_num_threads(1)
 TINY = dict(channels=8, blocks=[1, 1])
