@@ -29,6 +29,7 @@ from torch import nn
 from core.checkpoint import contents_of
 from core.errors import UserError
 from core.rundir import RetrainDir, RunDir
+from core.safejson import first_line
 from retrain.config import ExportConfig
 from retrain.inputs import model_from_checkpoint
 
@@ -65,15 +66,13 @@ def export_pt2(net: nn.Module, example: torch.Tensor, path: Path) -> float:
     try:
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch raises many types (Unsupported, UserError, TorchRuntimeError, ...)
-        raise ExportCaptureError(f"torch.export cannot capture this network: {_first_line(exc)}") from None
+        raise ExportCaptureError(
+            f"torch.export cannot capture this network: {type(exc).__name__}: {first_line(exc, 160)}"
+        ) from None
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
         return _max_diff(net(example), loaded(example))
-
-
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
 
 
 class ExportCaptureError(UserError):
@@ -136,7 +135,9 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -
                 dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False,
             )  # fmt: skip
         except Exception as exc:  # as for .pt2: torch raises many types when it cannot capture a network
-            raise ExportCaptureError(f"ONNX export cannot capture this network: {_first_line(exc)}") from None
+            raise ExportCaptureError(
+                f"ONNX export cannot capture this network: {type(exc).__name__}: {first_line(exc, 160)}"
+            ) from None
         program.save(str(path))
     onnx.checker.check_model(onnx.load(str(path)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
