@@ -22,6 +22,7 @@ import torch
 
 from core.data.decode import decode_image
 from core.errors import UserError
+from core.safejson import first_line
 
 
 def default_threads() -> int:
@@ -81,7 +82,7 @@ class FileSource:
             return archive.read(name)
         except Exception as exc:  # OSError, BadZipFile, zlib.error, KeyError: all a damaged or changed dataset
             raise UserError(
-                f"cannot read image {self.describe(row)}: {type(exc).__name__}: {_first_line(exc)}; "
+                f"cannot read image {self.describe(row)}: {type(exc).__name__}: {first_line(exc)}; "
                 "the dataset changed or is damaged since it was listed: restore or re-extract it"
             ) from None
 
@@ -203,8 +204,3 @@ def _cpu_key(key: Any) -> Any:
     if isinstance(key, list | tuple):
         return torch.as_tensor(key) if len(key) else torch.zeros(0, dtype=torch.int64)
     return key
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no details"
