@@ -6,8 +6,9 @@ RandAugment m9) and the evaluation transform (resize to size / 0.875, centre cro
 count and resolution, it times one epoch of our loader and of the reference built the usual way:
 torchvision `ImageFolder` + timm `create_transform` + `DataLoader`, same workers (one thread each),
 batch, prefetch and persistent workers. Each loader first runs one untimed epoch (worker start-up),
-then `--repeats` timed epochs, interleaved with the reference's in alternating order; the medians:
-`ratio` = ours / reference images/s. Both end in normalised float batches on the CPU.
+then `--repeats` timed epochs, interleaved in rotating order; the medians: `ratio` = ours / reference
+images/s. Both end in normalised float batches on the CPU. Ours also runs with reduced-size JPEG
+decoding off (`full_decode_img_s`), so `draft_gain` says what that decoding is worth.
 
 It also runs a short training loop of a tiny network on our loader and reports the data-wait
 fraction: the share of the loop's time spent waiting for the next batch.
@@ -76,10 +77,10 @@ def reference_loader(root: Path, size: int, train: bool, workers: int, batch: in
     )  # fmt: skip
 
 
-def _ours(data: Any, size: int, train: bool, workers: int, batch: int, seed: int) -> FolderLoader:
+def _ours(data: Any, size: int, train: bool, workers: int, batch: int, seed: int, draft: bool = True) -> FolderLoader:
+    opt = TransformOptions(policy="randaugment" if train else "off", draft=draft)
     return FolderLoader(data.train, batch, mean=data.mean, std=data.std, train=train, shuffle=train,
-                        drop_last=train, transform=TransformOptions(policy="randaugment" if train else "off"),
-                        seed=seed, workers=workers, size=size)  # fmt: skip
+                        drop_last=train, transform=opt, seed=seed, workers=workers, size=size)  # fmt: skip
 
 
 def _epoch_rate(loader: Any, epoch: int) -> float:
@@ -153,19 +154,27 @@ def main(cfg: BenchDataConfig) -> dict[str, Any]:
 
 
 def _compare(data: Any, root: Path, size: int, train: bool, w: int, cfg: BenchDataConfig) -> dict[str, Any]:
-    ours = _ours(data, size, train, w, cfg.batch_size, cfg.seed)
-    ref = reference_loader(root, size, train, w, cfg.batch_size, cfg.seed)
-    _epoch_rate(ours, 0)  # untimed: worker start-up
-    _epoch_rate(ref, 0)
-    rates: dict[str, list[float]] = {"ours": [], "reference": []}
-    for r in range(cfg.repeats):  # interleaved, in alternating order: a load change hits both alike
-        for name in ("ours", "reference") if r % 2 == 0 else ("reference", "ours"):
-            rates[name].append(_epoch_rate(ours if name == "ours" else ref, r + 1))
-    ours.close()
-    del ref
-    a, b = statistics.median(rates["ours"]), statistics.median(rates["reference"])
-    return {"transform": "train" if train else "eval", "size": size, "workers": w, "ours_img_s": round(a, 1),
-            "reference_img_s": round(b, 1), "ratio": round(a / b, 3), "runs": rates}  # fmt: skip
+    loaders = {
+        "ours": _ours(data, size, train, w, cfg.batch_size, cfg.seed),
+        "reference": reference_loader(root, size, train, w, cfg.batch_size, cfg.seed),
+        "ours_full_decode": _ours(data, size, train, w, cfg.batch_size, cfg.seed, draft=False),
+    }
+    for loader in loaders.values():
+        _epoch_rate(loader, 0)  # untimed: worker start-up
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    names = list(loaders)
+    for r in range(cfg.repeats):  # interleaved, in rotating order: a load change hits all alike
+        for name in names[r % 3 :] + names[: r % 3]:
+            rates[name].append(_epoch_rate(loaders[name], r + 1))
+    for loader in loaders.values():
+        if hasattr(loader, "close"):
+            loader.close()
+    a, b, c = (statistics.median(rates[k]) for k in names)
+    return {
+        "transform": "train" if train else "eval", "size": size, "workers": w, "ours_img_s": round(a, 1),
+        "reference_img_s": round(b, 1), "ratio": round(a / b, 3), "full_decode_img_s": round(c, 1),
+        "draft_gain": round(a / c, 3), "runs": rates,
+    }  # fmt: skip
 
 
 def _print(out: dict[str, Any]) -> None:
@@ -173,10 +182,11 @@ def _print(out: dict[str, Any]) -> None:
     log.info(
         "%d JPEGs, mean %.0f kB, batch %d, %d cores", out["images"], out["mean_jpeg_kb"], out["batch"], out["cores"]
     )
-    log.info("%9s %5s %7s %10s %10s %6s", "transform", "size", "workers", "ours img/s", "ref img/s", "ratio")
+    log.info("%9s %5s %7s %10s %10s %6s %11s %6s", "transform", "size", "workers", "ours img/s", "ref img/s",
+             "ratio", "full-decode", "draft")  # fmt: skip
     for r in out["results"]:
-        log.info("%9s %5d %7d %10.1f %10.1f %6.3f", r["transform"], r["size"], r["workers"], r["ours_img_s"],
-                 r["reference_img_s"], r["ratio"])  # fmt: skip
+        row = (r["ours_img_s"], r["reference_img_s"], r["ratio"], r["full_decode_img_s"], r["draft_gain"])
+        log.info("%9s %5d %7d %10.1f %10.1f %6.3f %11.1f %6.3f", r["transform"], r["size"], r["workers"], *row)
     d = out["data_wait"]
     log.info("data wait of a tiny-network training loop (%d workers, %d px): %.1f%%", d["workers"], d["size"],
              100 * d["data_wait"])  # fmt: skip

@@ -69,6 +69,12 @@ class CommonConfig:
     crop_pct: float = opt(0.875, "workers path, evaluation: resize to size / crop_pct, then centre-crop size")
     crop_scale: list[float] = opt([0.08, 1.0], "workers path, training: RandomResizedCrop area range (timm default)")
     crop_ratio: list[float] = opt([0.75, 1.3333333], "workers path, training: RandomResizedCrop aspect ratio range")
+    interpolation: str = opt(
+        "bilinear", "workers path: resampling of crops and resizes", choices=("bilinear", "bicubic", "random")
+    )
+    jpeg_draft: bool = opt(
+        True, "workers path: decode a JPEG at 1/2-1/8 scale (libjpeg DCT scaling) when its crop or resize is that small"
+    )
     strict_images: bool = opt(False, "stop at an undecodable image instead of skipping it (workers path)")
     loader_timeout: float = opt(300.0, "seconds to wait for a data-loader worker's batch before stopping with an error")
     resume: str = opt("", "'auto' to continue from the latest good checkpoint in the run directory, or a path")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
@@ -127,3 +130,32 @@ def test_a_dead_worker_is_a_clear_error_not_a_hang(photos):
     with pytest.raises(UserError, match="data-loader worker"):
         for _ in it:
             pass
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_reduced_size_jpeg_decoding_stays_close_to_the_full_decode(photos, train, monkeypatch):
+    """`draft` decodes at 1/2-1/8 scale where the crop allows: same draws and size, pixels within 28 dB PSNR."""
+    from core.data import folder
+
+    scales = []
+    real = folder._draft
+    monkeypatch.setattr(folder, "_draft", lambda img, factor: scales.append(real(img, factor)) or scales[-1])
+    opt = TransformOptions(crop_scale=(0.5, 1.0)) if train else TransformOptions()
+    data = _data(photos)
+    full = folder._Images(data.train.images, data.train.labels, train, dataclasses.replace(opt, draft=False), seed=0)
+    fast = folder._Images(data.train.images, data.train.labels, train, opt, seed=0)
+    psnr = []
+    for i in range(len(data.train)):
+        a, _ = full[i, 0, 96]
+        b, _ = fast[i, 0, 96]
+        assert a.shape == b.shape == (3, 96, 96) and a.dtype == b.dtype == torch.uint8
+        psnr.append(_psnr(a, b))
+    assert len(scales) == len(psnr)  # only the draft path asks
+    assert sum(s > 1 for s in scales) >= len(psnr) // 2, f"reduced-size decoding should apply to most images: {scales}"
+    assert min(psnr) >= 28.0 and sorted(psnr)[len(psnr) // 2] >= 32.0, psnr
+    assert max(psnr) < 99.0  # the two paths did differ: the comparison can fail

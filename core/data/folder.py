@@ -8,6 +8,10 @@ thread each, with pinned memory, prefetch and persistent workers:
   the chosen policy (RandAugment, AutoAugment), all in the workers;
 - evaluation: resize to `size / crop_pct`, then a centre crop (`crop_pct` 0.875 by default).
 
+A JPEG is opened undecoded, and the first step (the random crop, or the evaluation resize) asks
+libjpeg for a 1/2, 1/4 or 1/8-scale decode when its output is at most that fraction of the region it
+covers (PIL `draft`); the random draws, the crop box and the output size are those of the full decode.
+
 Batches cross to the device as uint8 and are normalised there (channels-last where set); what
 needs the whole batch (Mixup/CutMix, random erasing) runs on the device after this loader (timm).
 
@@ -55,6 +59,8 @@ class TransformOptions:
     policy: str = "off"  # off | randaugment | autoaugment
     randaugment_n: int = 2
     randaugment_m: int = 9
+    interpolation: str = "bilinear"  # of crops and resizes: bilinear (timm's create_transform), bicubic, random
+    draft: bool = True  # JPEGs decoded at 1/2-1/8 scale when the output is at most half the region it covers
 
     @classmethod
     def from_config(cls, cfg: Any) -> TransformOptions:
@@ -66,6 +72,8 @@ class TransformOptions:
             policy=getattr(cfg, "policy", "off"),
             randaugment_n=getattr(cfg, "randaugment_n", 2),
             randaugment_m=getattr(cfg, "randaugment_m", 9),
+            interpolation=getattr(cfg, "interpolation", cls.interpolation),
+            draft=getattr(cfg, "jpeg_draft", cls.draft),
         )
 
     def timm_policy(self) -> str | None:
@@ -83,7 +91,7 @@ def train_transform(size: int, opt: TransformOptions) -> Callable:
 
     return transforms_imagenet_train(
         size, scale=opt.crop_scale, ratio=opt.crop_ratio, hflip=0.5 if opt.flip else 0.0, color_jitter=None,
-        auto_augment=opt.timm_policy(), use_prefetcher=True,
+        auto_augment=opt.timm_policy(), interpolation=opt.interpolation, use_prefetcher=True,
     )  # fmt: skip
 
 
@@ -91,7 +99,76 @@ def eval_transform(size: int, opt: TransformOptions) -> Callable:
     """timm's evaluation transform: resize to size / crop_pct, centre crop `size`, uint8 CHW tensor."""
     from timm.data.transforms_factory import transforms_imagenet_eval
 
-    return transforms_imagenet_eval(size, crop_pct=opt.crop_pct, use_prefetcher=True)
+    interpolation = "bilinear" if opt.interpolation == "random" else opt.interpolation
+    return transforms_imagenet_eval(size, crop_pct=opt.crop_pct, interpolation=interpolation, use_prefetcher=True)
+
+
+def _draft(img: Any, factor: int) -> int:
+    """Ask libjpeg to decode `img` (opened, not yet loaded) at 1/2, 1/4 or 1/8 scale, at most `factor`.
+
+    DCT scaling skips most of the inverse transform's work; each reduced pixel is the mean of an
+    s x s block. Returns the scale s the decoder will use (1 for other formats or factor < 2).
+    """
+    if factor < 2 or getattr(img, "format", None) != "JPEG":
+        return 1
+    s = 1 << (min(factor, 8).bit_length() - 1)
+    w, h = img.size
+    got = img.draft(img.mode, (w // s, h // s))  # libjpeg picks exactly s for this request
+    return round(w / got[1][2]) if got else 1
+
+
+class DraftResizedCrop:
+    """timm's RandomResizedCrop on an undecoded image: same random draws and output as `crop`, but a
+    JPEG whose crop region is at least twice the output size is decoded at a reduced scale first."""
+
+    def __init__(self, crop: Any, draft: bool = True) -> None:
+        self.crop, self.draft = crop, draft
+
+    def __call__(self, img: Any) -> Any:
+        from torchvision.transforms import functional as F
+
+        c = self.crop
+        i, j, h, w = c.get_params(img, c.scale, c.ratio)
+        mode = random.choice(c.interpolation) if isinstance(c.interpolation, (tuple, list)) else c.interpolation
+        out_h, out_w = c.size
+        s = _draft(img, min(h // out_h, w // out_w)) if self.draft else 1
+        img = img.convert("RGB")
+        if s == 1:
+            return F.resized_crop(img, i, j, h, w, list(c.size), mode)
+        return img.resize((out_w, out_h), F.pil_modes_mapping[mode], box=(j / s, i / s, (j + w) / s, (i + h) / s))
+
+
+class DraftResize:
+    """torchvision's Resize of the shorter side on an undecoded image: the output size of the full
+    image, from a JPEG decoded at the largest reduced scale that stays at least that size."""
+
+    def __init__(self, resize: Any, draft: bool = True) -> None:
+        self.resize, self.draft = resize, draft
+
+    def __call__(self, img: Any) -> Any:
+        from torchvision.transforms import functional as F
+
+        size = self.resize.size if isinstance(self.resize.size, int) else self.resize.size[0]
+        w, h = img.size
+        tw, th = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # as torchvision sizes it
+        if self.draft:
+            _draft(img, min(w // tw, h // th))
+        return F.resize(img.convert("RGB"), [th, tw], self.resize.interpolation, antialias=True)
+
+
+def split_transform(tf: Any, train: bool, draft: bool) -> tuple[Callable, Callable]:
+    """(decode-and-size step on an undecoded PIL image, the rest) of timm's train or eval transform."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms
+
+    first = tf.transforms[0]
+    if train and isinstance(first, RandomResizedCropAndInterpolation):
+        step: Callable = DraftResizedCrop(first, draft)
+    elif not train and isinstance(first, transforms.Resize) and len(tf.transforms) == 3:
+        step = DraftResize(first, draft)
+    else:  # an unexpected layout: decode in full, then timm's transform unchanged
+        return (lambda img: img.convert("RGB")), tf
+    return step, transforms.Compose(tf.transforms[1:])
 
 
 class FileList:
@@ -138,15 +215,16 @@ class _Images(torch.utils.data.Dataset):
     def __init__(self, files: FileList, labels: torch.Tensor, train: bool, opt: TransformOptions, seed: int) -> None:
         self.files, self.labels = files, labels.tolist()
         self.train, self.opt, self.seed = train, opt, seed
-        self._transforms: dict[int, Callable] = {}
+        self._transforms: dict[int, tuple[Callable, Callable]] = {}
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def transform(self, size: int) -> Callable:
+    def transform(self, size: int) -> tuple[Callable, Callable]:
+        """(decode and crop or resize, the rest of the transform) at `size`."""
         if size not in self._transforms:
             make = train_transform if self.train else eval_transform
-            self._transforms[size] = make(size, self.opt)
+            self._transforms[size] = split_transform(make(size, self.opt), self.train, self.opt.draft)
         return self._transforms[size]
 
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor | str, int]:
@@ -159,17 +237,17 @@ class _Images(torch.utils.data.Dataset):
             np.random.seed(s % 2**32)
             torch.random.default_generator.manual_seed(s)  # far cheaper per image than torch.manual_seed
         name = self.files.name(i)
+        first, rest = self.transform(size)
         try:
             raw = self.files.source.read(int(self.files.index[i]))
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(raw))
-                img = img.convert("RGB")
+                img = first(Image.open(io.BytesIO(raw)))  # decodes (at a reduced scale where that is enough)
         except UserError as exc:
             return str(exc), self.labels[i]
         except Exception as exc:  # corrupt, truncated, empty, a decompression bomb: all one bad file
             return f"cannot decode image {name}: {failure_reason(exc)}", self.labels[i]
-        return self.transform(size)(img), self.labels[i]
+        return rest(img), self.labels[i]
 
 
 def _collate(items: list[tuple[torch.Tensor | str, int]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -323,8 +401,7 @@ class FolderLoader:
             log.warning("%s: skipped", m)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float()
-        x = (x - self.mean) / self.std
+        x = x.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)  # in place: no temporaries
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def decode_all(self) -> tuple[torch.Tensor, torch.Tensor]:
