@@ -4,7 +4,7 @@ A stage subclasses `Trainer` and supplies the model and the data; the skeleton o
 needs the same way: the device, the ranks and the data split (`__init__`, `load_data`), the
 optimiser, schedule and grad scaler (`set_schedule`), checkpoints (`state`, `save`, `try_resume`,
 with the fall-back to the previous generation of `core.checkpoint`), the optimizer step
-(`check_loss`, `optimizer_step`), and the loop (`fit`): epochs of steps from the exact position of
+(`accept_loss`, `optimizer_step`), and the loop (`fit`): epochs of steps from the exact position of
 the checkpoint, a checkpoint at each epoch's end and every `--checkpoint-minutes`, a stop at
 `--max-steps` or on SIGTERM/SIGINT (after a checkpoint), progress bars and metrics.
 
@@ -42,6 +42,7 @@ from core.runtime import progress, seed_everything, select_device
 from core.signals import graceful_stop
 
 log = logging.getLogger(__name__)
+LOSS_READ_EVERY = 20  # steps between reads of the device-side loss (each read synchronises)
 
 
 class Trainer:
@@ -62,7 +63,8 @@ class Trainer:
             raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} ranks")
         self.step = 0
         self.last_loss = math.nan
-        self.pass_losses: list[float] = []  # losses of the steps since the loop last saved
+        self._loss_sum, self._loss_n = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        self.pass_loss_sum, self.pass_loss_n = 0.0, 0
 
     @property
     def label(self) -> str:
@@ -141,17 +143,42 @@ class Trainer:
         return True
 
     # ---- one step -----------------------------------------------------------------------------
-    def check_loss(self, value: float) -> bool:
-        """Whether the loss is finite; a NaN/inf stops the run (`--nan-policy stop`) or is skipped with a warning."""
-        if math.isfinite(value):
-            return True
-        if self.cfg.nan_policy == "stop":
+    def accept_loss(self, loss: torch.Tensor) -> bool:
+        """Whether to take the step. Under `--nan-policy stop` the loss stays on the device (no sync):
+        it is summed there and read every `LOSS_READ_EVERY` steps and before each checkpoint, where a
+        NaN/inf stops the run (the weights are also checked before they are saved). `--nan-policy skip`
+        must decide now, so it reads each step's loss (one device sync per step)."""
+        if self.cfg.nan_policy == "skip":
+            value = loss.item()
+            if not math.isfinite(value):
+                log.warning("non-finite loss at step %d: step skipped", self.step)
+                return False
+        self._loss_sum = self._loss_sum + loss.detach().to(torch.float64)
+        self._loss_n += 1
+        return True
+
+    def read_losses(self) -> float | None:
+        """The mean loss of the steps since the last read (one sync); `UserError` if it is not finite."""
+        if not self._loss_n:
+            return None
+        value, n = self._loss_sum.item(), self._loss_n
+        first = self.step - n + 1
+        self._loss_sum, self._loss_n = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        if not math.isfinite(value):
+            where = f"at step {first}" if n == 1 else f"in steps {first}-{self.step}"
             raise UserError(
-                f"non-finite loss ({value}) at step {self.step}; {kept_checkpoint(self.files.last)} "
+                f"non-finite loss ({value}) {where}; {kept_checkpoint(self.files.last)} "
                 "(lower --lr, add --grad-clip, or use --nan-policy skip)"
             )
-        log.warning("non-finite loss at step %d: step skipped", self.step)
-        return False
+        self.pass_loss_sum, self.pass_loss_n = self.pass_loss_sum + value, self.pass_loss_n + n
+        self.last_loss = value / n
+        return self.last_loss
+
+    @property
+    def pass_mean_loss(self) -> float:
+        """The mean loss of this pass over the epoch's batches (read, so after `read_losses`)."""
+        self.read_losses()
+        return self.pass_loss_sum / max(self.pass_loss_n, 1)
 
     def optimizer_step(self, loss: torch.Tensor, parameters: Any) -> None:
         """Backward (scaled under fp16), gradient clipping, the optimizer step and the scaler's update."""
@@ -186,7 +213,8 @@ class Trainer:
             while self.step < stop_at:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.loader.set_epoch(epoch)
-                self.pass_losses, t0, seen = [], time.monotonic(), 0
+                t0, seen = time.monotonic(), 0
+                self.pass_loss_sum, self.pass_loss_n = 0.0, 0
                 bar = progress(
                     self.loader.iter_from(start), cfg.quiet, total=self.steps_per_epoch, initial=start,
                     desc=f"{self.label} epoch {epoch + 1}/{cfg.epochs}",
@@ -202,14 +230,16 @@ class Trainer:
                     out = self.train_step(x, y)
                     seen += len(y) * self.world
                     if out is not None:
-                        self.pass_losses.append(self.last_loss)
                         self.record_step(out)
+                    if self._loss_n >= LOSS_READ_EVERY:
+                        self.read_losses()
                         elapsed = max(time.monotonic() - t0, 1e-9)
                         bar.set_postfix(loss=f"{self.last_loss:.3f}", img_s=f"{seen / elapsed:.0f}",
                                         wait=f"{100 * self.wait_s / elapsed:.0f}%")  # fmt: skip
                     minutes = (time.monotonic() - last_save) / 60
                     if stop or self.step >= stop_at or (cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes):
                         break
+                self.read_losses()  # a NaN/inf since the last read stops here, before any checkpoint
                 if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
                     self.data_wait = self.wait_s / max(time.monotonic() - t0, 1e-9)
                     self.end_epoch(epoch, seen / max(time.monotonic() - t0, 1e-9))

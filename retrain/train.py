@@ -196,9 +196,8 @@ class RetrainTrainer(StateMixin, Trainer):
             logits, aux = split_output(out)
             t_logits = split_output(t_out)[0] if t_out is not None else None
             loss, parts = self.criterion(logits, y, aux, t_logits, teacher_trains=self.online)
-        value = self.last_loss = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss
         self.optimizer.zero_grad(set_to_none=True)
-        if not self.check_loss(value):
+        if not self.accept_loss(loss):
             self.step += 1
             self.scheduler.step_update(self.step)
             return None

@@ -183,7 +183,7 @@ class SupernetTrainer(Trainer):
         self.best = float(state["best"])
 
     # ---- training -----------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         if self.few_shot and self.step >= self.split_step and not bool(self.net.is_split):
             self.net.split(self.optimizer)
             log.info("few-shot: split into %d sub-supernets on %s at step %d", self.net.k, self.net.decision, self.step)
@@ -191,8 +191,7 @@ class SupernetTrainer(Trainer):
         with self.autocast():
             logits = self.model(x, archs)
             loss = step_loss(logits, y, self.cfg)
-        value = self.last_loss = loss.item()  # .item() syncs with the GPU; needed to refuse a non-finite loss
-        if not self.check_loss(value):
+        if not self.accept_loss(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             return None
@@ -200,7 +199,7 @@ class SupernetTrainer(Trainer):
         self.optimizer_step(loss, self.net.parameters())
         self.step += 1
         self.scheduler.step_update(self.step)
-        return value
+        return loss.detach()
 
     def finish(self) -> dict[str, Any]:
         return {
@@ -211,12 +210,11 @@ class SupernetTrainer(Trainer):
         }
 
     def end_epoch(self, epoch: int, img_s: float) -> None:
-        losses = self.pass_losses
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": self.step,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": sum(losses) / max(len(losses), 1),
+            "train_loss": self.pass_mean_loss,
             "img_per_s": round(img_s, 1),
         }
         if (epoch + 1) % self.cfg.eval_every == 0 or self.step >= self.total_steps:

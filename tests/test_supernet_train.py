@@ -131,12 +131,30 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
     good = _weights(tmp_path / "supernet/last.pt")
     trainer = SupernetTrainer(make_cfg(tmp_path, max_steps=6, resume="auto"))
     monkeypatch.setattr("supernet.train.step_loss", lambda *a: torch.tensor(math.nan, requires_grad=True))
-    with pytest.raises(UserError, match="non-finite loss .* at step 2"):
-        trainer.fit()
+    with pytest.raises(UserError, match=r"non-finite loss \(nan\) in steps 3-6; the last good checkpoint"):
+        trainer.fit()  # read at the checkpoint after step 6, not per step
     after = _weights(tmp_path / "supernet/last.pt")
     assert all(torch.equal(good[k], after[k]) for k in good)
     skip = SupernetTrainer(make_cfg(tmp_path / "skip", max_steps=3, nan_policy="skip"))
     assert skip.fit()["step"] == 3
+
+
+def test_the_loop_reads_the_loss_at_intervals_not_every_step(tmp_path, monkeypatch):
+    """Under --nan-policy stop no step syncs with the device to read its loss; skip must read each one."""
+    reads = {"n": 0}
+    item = torch.Tensor.item
+
+    def counted(self):
+        reads["n"] += 1
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    counts = {}
+    for policy in ("stop", "skip"):
+        reads["n"] = 0
+        SupernetTrainer(make_cfg(tmp_path / policy, max_steps=12, nan_policy=policy)).fit()
+        counts[policy] = reads["n"]
+    assert counts["skip"] - counts["stop"] >= 11, counts
 
 
 def test_recalibration_is_deterministic_and_restores_state(tmp_path):
