@@ -18,6 +18,14 @@ from tests.conftest import run_cli
 
 TINY_NB = {"channels": 4, "cells": 1, "resolution": 16}
 TINY_MB = {"stem": "cifar", "depths": [1, 2], "kernels": [3, 5], "expands": [3, 6]}
+TINY_NAS = {"channels": 4, "blocks": [1, 1], "nodes": 3, "resolution": 8}
+# every kind of cell input: after the stem, after a normal cell, after a reduction (FactorizedReduce),
+# a reduction after a reduction, loose-end widths, and a network ending in a reduction cell
+NAS_VARIANTS = [
+    TINY_NAS,
+    {**TINY_NAS, "blocks": [0, 1, 0], "per_stage": True, "concat": "loose", "head_bn": False},
+    {**TINY_NAS, "ops": "none,skip_connect,avg_pool_3x3,dil_conv_3x3", "nodes": 1, "blocks": [1, 0, 1]},
+]
 
 
 def _build(path, space, **kw):
@@ -62,7 +70,9 @@ def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch)
     assert LatencyTable.load(out).overhead_ms == table.overhead_ms
 
 
-@pytest.mark.parametrize("name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB), ("resnet20", {})])
+@pytest.mark.parametrize(
+    "name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB), ("resnet20", {}), *(("nasnet", o) for o in NAS_VARIANTS)]
+)
 def test_predictor_is_overhead_plus_the_units(name, opts):
     space = make_space(name, **opts)
     table = _synthetic(space)
@@ -74,6 +84,13 @@ def test_predictor_is_overhead_plus_the_units(name, opts):
         if name == "nb201":  # counted independently: every cell runs each op that is not `none`
             shapes = [(4, 16), (8, 8), (16, 4)]
             expected = sum(table.units[f"nb/{op}/{c}/{h}"] for c, h in shapes for op in arch if op != "none")
+        elif name == "nasnet":  # stem, head; per cell a join, one op per edge, a projection per input read
+            cells = space._slot_edges(arch)
+            reads = sum(len({inp for inp, _ in edges if inp < 2}) for edges in cells)
+            assert len(keys) == 2 + len(cells) * (1 + 2 * space.nodes) + reads
+            ops = [k[1] for k in keys if k[0] == "op"]
+            assert ops == [op for edges in cells for _, op in edges]
+            expected = sum(table.units[unit_name(k)] for k in keys)
         else:  # stem, one unit per block, head
             assert len(keys) == 2 + (sum(arch.depths) if name == "mbconv" else len(arch.inner))
             expected = sum(table.units[unit_name(k)] for k in keys)
@@ -97,6 +114,64 @@ def test_units_chain_into_the_network_they_describe(name, opts):
         assert x.shape == net(torch.randn(1, 3, 32, 32)).shape
 
 
+@pytest.mark.parametrize("opts", NAS_VARIANTS)
+def test_nasnet_units_are_the_modules_the_network_runs(opts):
+    """Each unit's module is the network's module (type, parameters) on the input shape the network
+    feeds it; a join gives the cell's output shape and the head the logits."""
+    import torch
+
+    space = make_space("nasnet", **opts)
+    choices = set(space.latency_unit_choices(10))
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        arch = space.sample(rng)
+        net = space.build(arch, 10).eval()
+        seen: list = []  # (module, input shape, output shape), in call order
+
+        def hook(module, args, out, seen=seen):
+            seen.append((module, tuple(args[0].shape[1:]), tuple(out.shape[1:])))
+
+        for cell in net.cells:  # the cell's hook fires after its projections and ops
+            for m in (cell.preprocess0, cell.preprocess1, *cell.ops):
+                if m is not None:
+                    m.register_forward_hook(hook)
+            cell.register_forward_hook(hook)
+        net.stem.register_forward_hook(hook)
+        with torch.no_grad():
+            logits = net(torch.randn(1, 3, space.resolution, space.resolution))
+        keys = space.latency_units(arch, 10)
+        assert set(keys) <= choices
+        assert len(keys) == len(seen) + 1  # every hooked module, then the head
+        params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        for key, (real, shape_in, shape_out) in zip(keys, seen):
+            module, shape = space.latency_unit_module(key)
+            with torch.no_grad():
+                out = module.eval()(torch.randn(1, *shape))
+            if key[0] == "join":  # stands for the cell: its output shape
+                assert tuple(out.shape[1:]) == shape_out, key
+            else:
+                assert (type(module), params(module), shape) == (type(real), params(real), shape_in), key
+                assert tuple(out.shape[1:]) == shape_out, key
+        module, shape = space.latency_unit_module(keys[-1])
+        assert keys[-1][0] == "head" and shape == seen[-1][2]
+        assert params(module) == params(net) - sum(
+            params(m) for m, _, _ in seen if not isinstance(m, type(net.cells[0]))
+        )
+        assert module.eval()(torch.randn(1, *shape)).shape == logits.shape
+    with pytest.raises(UserError, match="unknown latency unit"):
+        space.latency_unit_module(("op", "sep_conv_9x9", 4, 8, 1))
+
+
+def test_a_tiny_nasnet_table_builds_and_predicts(tmp_path):
+    space = make_space("nasnet", **NAS_VARIANTS[1])
+    table = _build(tmp_path / "nas.json", space)
+    assert set(table.units) == set(map(unit_name, space.latency_unit_choices(10)))
+    assert all(v > 0 for v in table.units.values()) and table.overhead_ms is not None
+    arch = space.sample(np.random.default_rng(0))
+    units = sum(table.units[unit_name(k)] for k in space.latency_units(arch, 10))
+    assert lat.LatencyTable.load(tmp_path / "nas.json").predict(space, arch) == units + table.overhead_ms
+
+
 def test_latency_constraint_filters_every_proposal():
     from search.searchers import make_searcher
 
@@ -116,8 +191,11 @@ def test_latency_constraint_filters_every_proposal():
 
 
 def test_a_space_without_units_says_so_in_one_line():
-    with pytest.raises(UserError, match="declares no latency units"):
-        make_space("nasnet").latency_unit_choices()
+    from tests.toy_space import ToySpace
+
+    with pytest.raises(UserError, match="declares no latency units") as info:
+        ToySpace().latency_unit_choices()
+    assert "\n" not in str(info.value)
 
 
 def test_mismatched_tables_are_refused_and_other_machines_warned(caplog):
