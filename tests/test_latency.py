@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import pytest
 import supernet.latency as lat
 from core.errors import UserError
 from search.config import SearchConfig
-from search.loop import make_constraint
+from search.loop import make_constraint, run_search
+from search.outputs import pareto_front
 from supernet.latency import LatencyTable, build_table, unit_name
 from supernet.spaces.base import make_space
 from tests.conftest import run_cli
@@ -235,3 +237,77 @@ def test_cli_latency_bounds_need_a_table_and_a_matching_one(tmp_path):
     proc = run_cli("latency", "--table", str(table), "--arch", arch, "--no-measure")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[0])["predicted_ms"] > 0
+
+
+def fake_accuracy(archs, space):
+    """A user evaluator for the front test: convolutions help, plus a fixed per-arch jitter."""
+    return [
+        {
+            "metric": 2.0 * a.count("nor_conv_3x3")
+            + a.count("nor_conv_1x1")
+            + zlib.crc32(space.to_str(a).encode()) % 97 / 97
+        }
+        for a in archs
+    ]
+
+
+def _brute_front(points):
+    """(cost, metric) points that no other point beats: cost <= and metric >=, one of them strictly."""
+    return {
+        p for p in points if not any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1]) for q in points)
+    }
+
+
+def test_pareto_front_by_latency_is_the_non_dominated_set():
+    rng = np.random.default_rng(0)
+    for trial in range(200):  # small integers: many ties in latency, in metric and in both
+        n = int(rng.integers(1, 30))
+        records = [
+            {"arch": {}, "str": str(i), "metric": float(rng.integers(5)), "latency_ms": float(rng.integers(5))}
+            for i in range(n)
+        ]
+        records.append({"arch": {}, "str": "x", "metric": float("nan"), "latency_ms": 0.0})  # never on a front
+        front = pareto_front(records, "latency_ms")
+        points = [(e["latency_ms"], e["metric"]) for e in front]
+        assert set(points) == _brute_front({(r["latency_ms"], r["metric"]) for r in records[:-1]}), trial
+        assert len(points) == len(set(points)) and points == sorted(points)  # one entry per point, by latency
+        assert [e["rank"] for e in front] == list(range(len(front)))
+
+
+def test_a_search_with_a_latency_table_reports_the_accuracy_latency_front(tmp_path):
+    from core.jsonl import read_jsonl
+    from pipeline.report import _html, latency_section
+
+    space = make_space("nb201", **TINY_NB)
+    table = _synthetic(space)
+    table.save(tmp_path / "t.json")
+    cfg = SearchConfig(
+        run_dir=str(tmp_path / "run"), space="nb201", space_opts=TINY_NB, evaluator="tests.test_latency:fake_accuracy",
+        latency_table=str(tmp_path / "t.json"), searcher="random", budget=60, batch=10, quiet=True, seed=1,
+    )  # fmt: skip
+    run_search(cfg)
+    out = tmp_path / "run" / "search"
+    records = read_jsonl(out / "journal.jsonl")
+    predicted = {r["str"]: table.predict(space, space.from_str(r["str"])) for r in records}
+    front = json.loads((out / "pareto_latency.json").read_text())
+    points = [(e["latency_ms"], e["metric"]) for e in front]
+    assert set(points) == _brute_front({(predicted[r["str"]], r["metric"]) for r in records})
+    assert len(front) >= 3 and points == sorted(points) and len(set(points)) == len(points)
+    assert all(e["latency_ms"] == table.predict(space, space.from_json(e["arch"])) for e in front)
+    assert all(e["space"] == "nb201" and e["space_opts"] == TINY_NB for e in front)  # retrain --arch-file reads it
+    assert (out / "pareto_latency.png").stat().st_size > 1000
+    topk = json.loads((out / "topk.json").read_text())
+    assert all(t["latency_ms"] == predicted[t["str"]] for t in topk)
+
+    figs = tmp_path / "run" / "report"
+    figs.mkdir()
+    lines = latency_section(tmp_path / "run", figs)  # the pipeline's report.md section
+    assert (figs / "latency.png").is_file() and "![latency front](report/latency.png)" in lines
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [float(r.split("|")[1]) for r in rows] == pytest.approx([p[0] for p in points], rel=1e-3)
+    assert "data:image/png;base64" in _html("\n".join(lines), figs)
+
+    cfg.run_dir, cfg.latency_table = str(tmp_path / "plain"), ""
+    run_search(cfg)  # without a table: no latency front, no latency in the report
+    assert not (tmp_path / "plain/search/pareto_latency.json").exists()
+    assert latency_section(tmp_path / "plain", figs) == []
