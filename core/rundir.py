@@ -2,7 +2,8 @@
 
     <run_dir>/<command>.config.yaml, log.txt, .lock
     <run_dir>/supernet/     last.pt (+ last.prev.pt), best.pt, metrics.jsonl, tb/
-    <run_dir>/search/       journal.jsonl, state.pt, topk.json, pareto.json, pareto.png, best_so_far.png, tb/
+    <run_dir>/search/       journal.jsonl, state.pt, topk.json, pareto.json, pareto.png, best_so_far.png, tb/,
+                            pareto_latency.json, pareto_latency.png (with --latency-table)
     <run_dir>/retrain/<id>/ last.pt, ema.pt, report.json, curve.png, metrics.jsonl, tb/, export/
 
 Every stage names its files through `RunDir(path)`: `RunDir(p).supernet.last`, `.search.topk`,
@@ -90,6 +91,15 @@ class SearchDir(StageDir):
     @property
     def pareto_plot(self) -> Path:
         return self.path / "pareto.png"
+
+    @property
+    def pareto_latency(self) -> Path:
+        """The accuracy-vs-predicted-latency front (a search with --latency-table)."""
+        return self.path / "pareto_latency.json"
+
+    @property
+    def pareto_latency_plot(self) -> Path:
+        return self.path / "pareto_latency.png"
 
     @property
     def best_plot(self) -> Path:

@@ -2,7 +2,9 @@
 
 Contents: the supernet's training curves and subnet-panel accuracies, the search's best-so-far
 curve and its accuracy-vs-MFLOPs scatter with the Pareto front and the retrained architectures
-marked, a drawing of the chosen architecture, and a table of the retrained models.
+marked, the accuracy-vs-predicted-latency front when the search had a `--latency-table` (its plot
+and a table of its architectures), a drawing of the chosen architecture, and a table of the
+retrained models.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import html
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +141,7 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
     points = search_plots(records, chosen, figs / "best_so_far.png", figs / "scatter.png")
     space.draw(space.from_json(topk[0]["arch"]), figs / "arch.png")
     rows = [_row(r) for r in retrained]
-    md = _markdown(topk[0], rows, epochs, len(records))
+    md = _markdown(topk[0], rows, epochs, len(records), latency_section(run_dir, figs))
     (run_dir / "report.md").write_text(md)
     (run_dir / "report.html").write_text(_html(md, figs))
     info = {
@@ -150,6 +153,32 @@ def write_report(run_dir: Path, space: Space, retrained: list[dict[str, Any]]) -
     }
     (figs / "plotted.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def latency_section(run_dir: Path, figs: Path) -> list[str]:
+    """Markdown lines of the search's accuracy-vs-predicted-latency front (written by a search with
+    `--latency-table`): its plot, copied into `figs`, and a table of its architectures; [] without."""
+    search = RunDir(run_dir).search
+    if not search.pareto_latency.is_file():
+        return []
+    front = json.loads(search.pareto_latency.read_text())
+    lines = ["### Accuracy vs predicted latency", ""]
+    if search.pareto_latency_plot.is_file():
+        shutil.copyfile(search.pareto_latency_plot, figs / "latency.png")
+        lines += ["![latency front](report/latency.png)", ""]
+    name = metric_name(front[0]) if front else "metric"
+    head = ["predicted latency (ms)", f"search-split {name}", "MFLOPs", "params (M)", "journal line"]
+    lines += [
+        f"Pareto front: {len(front)} architectures that no other evaluated one beats on both "
+        f"(architectures in {search.pareto_latency.relative_to(run_dir)}).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for e in front:
+        cells = (e.get("latency_ms"), e.get("metric"), e.get("mflops"), e.get("params"), e.get("index"))
+        lines.append("| " + " | ".join(_fmt(v) for v in cells) + " |")
+    return lines + [""]
 
 
 def retrained_top1(result: dict[str, Any]) -> float | None:
@@ -175,7 +204,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def _markdown(best: dict[str, Any], rows: list[dict[str, Any]], epochs: int, evaluated: int) -> str:
+def _markdown(
+    best: dict[str, Any], rows: list[dict[str, Any]], epochs: int, evaluated: int, latency: list[str] | None = None
+) -> str:
     head = list(rows[0]) if rows else ["model"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table += ["| " + " | ".join(_fmt(r[h]) for h in head) + " |" for r in rows]
@@ -186,7 +217,8 @@ def _markdown(best: dict[str, Any], rows: list[dict[str, Any]], epochs: int, eva
             f"Best architecture found: `{best['str']}`",
             "",
             f"Search-split estimate: {describe_estimate(best)}; {_fmt(best.get('mflops'))} MFLOPs, "
-            f"{_fmt(best.get('params'))}M parameters.",
+            f"{_fmt(best.get('params'))}M parameters"
+            + (f", {best['latency_ms']:.3g} ms predicted latency." if "latency_ms" in best else "."),
             "",
             f"## Supernet ({epochs} epochs)",
             "",
@@ -198,6 +230,7 @@ def _markdown(best: dict[str, Any], rows: list[dict[str, Any]], epochs: int, eva
             "",
             "![scatter](report/scatter.png)",
             "",
+            *(latency or []),
             "## Chosen architecture",
             "",
             "![architecture](report/arch.png)",

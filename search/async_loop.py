@@ -152,8 +152,10 @@ class AsyncDriver:
 
 def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir, records: list[dict], done: int,
                      elapsed: float, *, executor: Any = None, durations: Callable[[int], float] | None = None,
-                     sync: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The asynchronous search of `run_search` (`search/loop.py`), after its resume step; returns its summary."""
+                     sync: bool = False, latency: Callable[[dict], float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The asynchronous search of `run_search` (`search/loop.py`), after its resume step; returns its summary.
+
+    `latency` (journal record -> predicted ms) gives the outputs their accuracy-latency front."""
     from search.evaluators import make_evaluator
 
     journal = out.journal
@@ -231,7 +233,7 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
                     stop, len(driver.inflight))  # fmt: skip
     metric_name = cfg.metric if cfg.evaluator == "table" else "metric"
     result = write_outputs(
-        records, out.path, cfg.topk, metric_name, {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
+        records, out.path, cfg.topk, metric_name, {"space": cfg.space, "space_opts": dict(cfg.space_opts)}, latency
     )
     log.info("search stopped (%s) after %d evaluations (%d this session)", stop, len(records), len(records) - n0)
     return {

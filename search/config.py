@@ -33,7 +33,9 @@ class SearchConfig(SpaceOptions, AmpOptions, CommonConfig, ExecutorConfig):
     max_mflops: float = opt(0.0, "upper bound on MFLOPs (multiply-accumulates); 0: none")
     min_mflops: float = opt(0.0, "lower bound on MFLOPs; 0: none")
     max_params: float = opt(0.0, "upper bound on parameters in millions; 0: none")
-    latency_table: str = opt("", "latency table (run.py latency-table) for --max/--min-latency-ms")
+    latency_table: str = opt(
+        "", "latency table (run.py latency-table): --max/--min-latency-ms, and the accuracy-latency front"
+    )
     max_latency_ms: float = opt(0.0, "upper bound on predicted latency in ms (needs --latency-table); 0: none")
     min_latency_ms: float = opt(0.0, "lower bound on predicted latency in ms (needs --latency-table); 0: none")
     topk: int = opt(5, "how many of the best architectures go into topk.json")

@@ -6,7 +6,8 @@ to `<run_dir>/search/journal.jsonl` (flushed), the searcher is told the metrics,
 checkpointed to `search/state.pt` (atomic, plain data). `--resume auto` loads that state and
 replays the journal lines written after it, so a search killed at any point and resumed writes the
 same journal lines as one that never stopped (for a deterministic evaluator). At the end:
-`topk.json`, `pareto.json`, `pareto.png`, `best_so_far.png` (see `search/outputs.py`).
+`topk.json`, `pareto.json`, `pareto.png`, `best_so_far.png`, and with `--latency-table` the
+accuracy-latency front `pareto_latency.json` / `.png` (see `search/outputs.py`).
 """
 
 from __future__ import annotations
@@ -37,15 +38,21 @@ from supernet.spaces.base import Space, make_user_space
 log = logging.getLogger(__name__)
 
 
-def make_constraint(space: Space, cfg: SearchConfig) -> Any:
-    """`arch -> bool` for the FLOPs / params / predicted latency bounds, or None when no bound is set."""
+def make_constraint(space: Space, cfg: SearchConfig, table: Any = None) -> Any:
+    """`arch -> bool` for the FLOPs / params / predicted latency bounds, or None when no bound is set.
+
+    `table` is the `--latency-table` already loaded (`latency_table`); it is loaded here otherwise.
+    """
     latency = cfg.max_latency_ms or cfg.min_latency_ms
     if not (cfg.max_mflops or cfg.min_mflops or cfg.max_params or latency):
         return None
     num_classes = cfg.num_classes or 10
     if cfg.max_mflops or cfg.min_mflops or cfg.max_params:
         _check_bounds_reachable(space, cfg, num_classes)
-    table = _latency_table(space, cfg) if latency else None
+    if not latency:
+        table = None
+    elif table is None:
+        table = latency_table(space, cfg)
 
     def feasible(arch: Any) -> bool:
         cost = space.cost(arch, num_classes)
@@ -65,7 +72,7 @@ def make_constraint(space: Space, cfg: SearchConfig) -> Any:
     return feasible
 
 
-def _latency_table(space: Space, cfg: SearchConfig) -> Any:
+def latency_table(space: Space, cfg: SearchConfig) -> Any:
     """The table of `--latency-table`, checked against the space (refused) and this machine (warned)."""
     import torch
 
@@ -81,6 +88,13 @@ def _latency_table(space: Space, cfg: SearchConfig) -> Any:
     device = torch.device(str(table.meta.get("device", "cpu")))
     table.check(space, num_classes, environment(device, torch.get_num_threads(), "", 0))
     return table
+
+
+def latency_of(space: Space, table: Any) -> Any:
+    """`journal record -> predicted latency (ms)` with `table`, or None without one (for the report)."""
+    if table is None:
+        return None
+    return lambda record: table.predict(space, space.from_json(record["arch"]))
 
 
 def _check_bounds_reachable(space: Space, cfg: SearchConfig, num_classes: int) -> None:
@@ -136,7 +150,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     out = search_dir(cfg)
     # the names come from the user's command line or config: import paths are allowed
     space = make_user_space(cfg.space, **cfg.space_opts)
-    constraint = make_constraint(space, cfg)
+    # a table alone (no latency bound) still gives the report its accuracy-latency front
+    table = latency_table(space, cfg) if cfg.latency_table else None
+    constraint = make_constraint(space, cfg, table)
     searcher = make_searcher(cfg.searcher, space, cfg.seed, constraint, trusted=True, **cfg.searcher_opts)
     journal = out.journal
     records, done, elapsed = [], 0, 0.0
@@ -147,7 +163,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     if cfg.executor == "ray":  # asynchronous trials on Ray workers: search/async_loop.py
         from search.async_loop import run_async_search
 
-        return run_async_search(cfg, space, searcher, out, records, done, elapsed)
+        return run_async_search(cfg, space, searcher, out, records, done, elapsed, latency=latency_of(space, table))
     evaluator = make_evaluator(cfg, space, trusted=True)
     if cfg.prior:
         log.info("%s prior: scoring %d uniform archs to place the evaluator's scores", cfg.prior, cfg.prior_reference)
@@ -165,7 +181,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     if distributed.is_main():
         metric_name = cfg.metric if cfg.evaluator == "table" else "metric"
         space_info = {"space": cfg.space, "space_opts": dict(cfg.space_opts)}
-        result = write_outputs(records, out.path, cfg.topk, metric_name, space_info)
+        result = write_outputs(records, out.path, cfg.topk, metric_name, space_info, latency_of(space, table))
     distributed.barrier()
     result = distributed.broadcast_object(result if distributed.is_main() else None)
     best = result["topk"][0] if result["topk"] else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 
 import numpy as np
 import pytest
@@ -11,13 +12,22 @@ import pytest
 import supernet.latency as lat
 from core.errors import UserError
 from search.config import SearchConfig
-from search.loop import make_constraint
+from search.loop import make_constraint, run_search
+from search.outputs import pareto_front
 from supernet.latency import LatencyTable, build_table, unit_name
 from supernet.spaces.base import make_space
 from tests.conftest import run_cli
 
 TINY_NB = {"channels": 4, "cells": 1, "resolution": 16}
 TINY_MB = {"stem": "cifar", "depths": [1, 2], "kernels": [3, 5], "expands": [3, 6]}
+TINY_NAS = {"channels": 4, "blocks": [1, 1], "nodes": 3, "resolution": 8}
+# every kind of cell input: after the stem, after a normal cell, after a reduction (FactorizedReduce),
+# a reduction after a reduction, loose-end widths, and a network ending in a reduction cell
+NAS_VARIANTS = [
+    TINY_NAS,
+    {**TINY_NAS, "blocks": [0, 1, 0], "per_stage": True, "concat": "loose", "head_bn": False},
+    {**TINY_NAS, "ops": "none,skip_connect,avg_pool_3x3,dil_conv_3x3", "nodes": 1, "blocks": [1, 0, 1]},
+]
 
 
 def _build(path, space, **kw):
@@ -62,7 +72,9 @@ def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch)
     assert LatencyTable.load(out).overhead_ms == table.overhead_ms
 
 
-@pytest.mark.parametrize("name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB), ("resnet20", {})])
+@pytest.mark.parametrize(
+    "name,opts", [("nb201", TINY_NB), ("mbconv", TINY_MB), ("resnet20", {}), *(("nasnet", o) for o in NAS_VARIANTS)]
+)
 def test_predictor_is_overhead_plus_the_units(name, opts):
     space = make_space(name, **opts)
     table = _synthetic(space)
@@ -74,6 +86,13 @@ def test_predictor_is_overhead_plus_the_units(name, opts):
         if name == "nb201":  # counted independently: every cell runs each op that is not `none`
             shapes = [(4, 16), (8, 8), (16, 4)]
             expected = sum(table.units[f"nb/{op}/{c}/{h}"] for c, h in shapes for op in arch if op != "none")
+        elif name == "nasnet":  # stem, head; per cell a join, one op per edge, a projection per input read
+            cells = space._slot_edges(arch)
+            reads = sum(len({inp for inp, _ in edges if inp < 2}) for edges in cells)
+            assert len(keys) == 2 + len(cells) * (1 + 2 * space.nodes) + reads
+            ops = [k[1] for k in keys if k[0] == "op"]
+            assert ops == [op for edges in cells for _, op in edges]
+            expected = sum(table.units[unit_name(k)] for k in keys)
         else:  # stem, one unit per block, head
             assert len(keys) == 2 + (sum(arch.depths) if name == "mbconv" else len(arch.inner))
             expected = sum(table.units[unit_name(k)] for k in keys)
@@ -97,6 +116,64 @@ def test_units_chain_into_the_network_they_describe(name, opts):
         assert x.shape == net(torch.randn(1, 3, 32, 32)).shape
 
 
+@pytest.mark.parametrize("opts", NAS_VARIANTS)
+def test_nasnet_units_are_the_modules_the_network_runs(opts):
+    """Each unit's module is the network's module (type, parameters) on the input shape the network
+    feeds it; a join gives the cell's output shape and the head the logits."""
+    import torch
+
+    space = make_space("nasnet", **opts)
+    choices = set(space.latency_unit_choices(10))
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        arch = space.sample(rng)
+        net = space.build(arch, 10).eval()
+        seen: list = []  # (module, input shape, output shape), in call order
+
+        def hook(module, args, out, seen=seen):
+            seen.append((module, tuple(args[0].shape[1:]), tuple(out.shape[1:])))
+
+        for cell in net.cells:  # the cell's hook fires after its projections and ops
+            for m in (cell.preprocess0, cell.preprocess1, *cell.ops):
+                if m is not None:
+                    m.register_forward_hook(hook)
+            cell.register_forward_hook(hook)
+        net.stem.register_forward_hook(hook)
+        with torch.no_grad():
+            logits = net(torch.randn(1, 3, space.resolution, space.resolution))
+        keys = space.latency_units(arch, 10)
+        assert set(keys) <= choices
+        assert len(keys) == len(seen) + 1  # every hooked module, then the head
+        params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        for key, (real, shape_in, shape_out) in zip(keys, seen):
+            module, shape = space.latency_unit_module(key)
+            with torch.no_grad():
+                out = module.eval()(torch.randn(1, *shape))
+            if key[0] == "join":  # stands for the cell: its output shape
+                assert tuple(out.shape[1:]) == shape_out, key
+            else:
+                assert (type(module), params(module), shape) == (type(real), params(real), shape_in), key
+                assert tuple(out.shape[1:]) == shape_out, key
+        module, shape = space.latency_unit_module(keys[-1])
+        assert keys[-1][0] == "head" and shape == seen[-1][2]
+        assert params(module) == params(net) - sum(
+            params(m) for m, _, _ in seen if not isinstance(m, type(net.cells[0]))
+        )
+        assert module.eval()(torch.randn(1, *shape)).shape == logits.shape
+    with pytest.raises(UserError, match="unknown latency unit"):
+        space.latency_unit_module(("op", "sep_conv_9x9", 4, 8, 1))
+
+
+def test_a_tiny_nasnet_table_builds_and_predicts(tmp_path):
+    space = make_space("nasnet", **NAS_VARIANTS[1])
+    table = _build(tmp_path / "nas.json", space)
+    assert set(table.units) == set(map(unit_name, space.latency_unit_choices(10)))
+    assert all(v > 0 for v in table.units.values()) and table.overhead_ms is not None
+    arch = space.sample(np.random.default_rng(0))
+    units = sum(table.units[unit_name(k)] for k in space.latency_units(arch, 10))
+    assert lat.LatencyTable.load(tmp_path / "nas.json").predict(space, arch) == units + table.overhead_ms
+
+
 def test_latency_constraint_filters_every_proposal():
     from search.searchers import make_searcher
 
@@ -116,8 +193,11 @@ def test_latency_constraint_filters_every_proposal():
 
 
 def test_a_space_without_units_says_so_in_one_line():
-    with pytest.raises(UserError, match="declares no latency units"):
-        make_space("nasnet").latency_unit_choices()
+    from tests.toy_space import ToySpace
+
+    with pytest.raises(UserError, match="declares no latency units") as info:
+        ToySpace().latency_unit_choices()
+    assert "\n" not in str(info.value)
 
 
 def test_mismatched_tables_are_refused_and_other_machines_warned(caplog):
@@ -157,3 +237,77 @@ def test_cli_latency_bounds_need_a_table_and_a_matching_one(tmp_path):
     proc = run_cli("latency", "--table", str(table), "--arch", arch, "--no-measure")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[0])["predicted_ms"] > 0
+
+
+def fake_accuracy(archs, space):
+    """A user evaluator for the front test: convolutions help, plus a fixed per-arch jitter."""
+    return [
+        {
+            "metric": 2.0 * a.count("nor_conv_3x3")
+            + a.count("nor_conv_1x1")
+            + zlib.crc32(space.to_str(a).encode()) % 97 / 97
+        }
+        for a in archs
+    ]
+
+
+def _brute_front(points):
+    """(cost, metric) points that no other point beats: cost <= and metric >=, one of them strictly."""
+    return {
+        p for p in points if not any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1]) for q in points)
+    }
+
+
+def test_pareto_front_by_latency_is_the_non_dominated_set():
+    rng = np.random.default_rng(0)
+    for trial in range(200):  # small integers: many ties in latency, in metric and in both
+        n = int(rng.integers(1, 30))
+        records = [
+            {"arch": {}, "str": str(i), "metric": float(rng.integers(5)), "latency_ms": float(rng.integers(5))}
+            for i in range(n)
+        ]
+        records.append({"arch": {}, "str": "x", "metric": float("nan"), "latency_ms": 0.0})  # never on a front
+        front = pareto_front(records, "latency_ms")
+        points = [(e["latency_ms"], e["metric"]) for e in front]
+        assert set(points) == _brute_front({(r["latency_ms"], r["metric"]) for r in records[:-1]}), trial
+        assert len(points) == len(set(points)) and points == sorted(points)  # one entry per point, by latency
+        assert [e["rank"] for e in front] == list(range(len(front)))
+
+
+def test_a_search_with_a_latency_table_reports_the_accuracy_latency_front(tmp_path):
+    from core.jsonl import read_jsonl
+    from pipeline.report import _html, latency_section
+
+    space = make_space("nb201", **TINY_NB)
+    table = _synthetic(space)
+    table.save(tmp_path / "t.json")
+    cfg = SearchConfig(
+        run_dir=str(tmp_path / "run"), space="nb201", space_opts=TINY_NB, evaluator="tests.test_latency:fake_accuracy",
+        latency_table=str(tmp_path / "t.json"), searcher="random", budget=60, batch=10, quiet=True, seed=1,
+    )  # fmt: skip
+    run_search(cfg)
+    out = tmp_path / "run" / "search"
+    records = read_jsonl(out / "journal.jsonl")
+    predicted = {r["str"]: table.predict(space, space.from_str(r["str"])) for r in records}
+    front = json.loads((out / "pareto_latency.json").read_text())
+    points = [(e["latency_ms"], e["metric"]) for e in front]
+    assert set(points) == _brute_front({(predicted[r["str"]], r["metric"]) for r in records})
+    assert len(front) >= 3 and points == sorted(points) and len(set(points)) == len(points)
+    assert all(e["latency_ms"] == table.predict(space, space.from_json(e["arch"])) for e in front)
+    assert all(e["space"] == "nb201" and e["space_opts"] == TINY_NB for e in front)  # retrain --arch-file reads it
+    assert (out / "pareto_latency.png").stat().st_size > 1000
+    topk = json.loads((out / "topk.json").read_text())
+    assert all(t["latency_ms"] == predicted[t["str"]] for t in topk)
+
+    figs = tmp_path / "run" / "report"
+    figs.mkdir()
+    lines = latency_section(tmp_path / "run", figs)  # the pipeline's report.md section
+    assert (figs / "latency.png").is_file() and "![latency front](report/latency.png)" in lines
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [float(r.split("|")[1]) for r in rows] == pytest.approx([p[0] for p in points], rel=1e-3)
+    assert "data:image/png;base64" in _html("\n".join(lines), figs)
+
+    cfg.run_dir, cfg.latency_table = str(tmp_path / "plain"), ""
+    run_search(cfg)  # without a table: no latency front, no latency in the report
+    assert not (tmp_path / "plain/search/pareto_latency.json").exists()
+    assert latency_section(tmp_path / "plain", figs) == []

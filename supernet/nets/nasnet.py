@@ -116,6 +116,33 @@ def make_stem(channels: int, multiplier: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
 
 
+def preprocess_unit(c_in: int, c_out: int, reduction_prev: bool) -> nn.Module:
+    """The projection of one cell input, as `Cell` builds it (a latency unit of the NASNet space)."""
+    return _preprocess(c_in, c_out, reduction_prev)
+
+
+class CellJoin(nn.Module):
+    """What a cell computes besides its ops and projections: one sum per node and the concatenation.
+
+    A latency unit of the NASNet space: `nodes` additions of two (C, H, W) states, then the
+    concatenation of `concat` of them, as `Cell.forward` does after its ops.
+    """
+
+    def __init__(self, nodes: int, concat: int) -> None:
+        super().__init__()
+        self.nodes, self.concat = nodes, concat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x + x for _ in range(self.nodes)]
+        return torch.cat(states[: self.concat], dim=1)
+
+
+def head_unit(c_in: int, num_classes: int, head_bn: bool) -> nn.Sequential:
+    """The network's head as one module (BN + ReLU when `head_bn`, global pool, classifier)."""
+    bn = [nn.BatchNorm2d(c_in), nn.ReLU()] if head_bn else []
+    return nn.Sequential(*bn, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(c_in, num_classes))
+
+
 class NasNetwork(nn.Module):
     """Standalone cell network for one architecture (`cells` maps a CellSlot to its edges)."""
 

@@ -149,15 +149,21 @@ class Space(abc.ABC):
     # at a position, at the input size and width it sees there. A key is a tuple of plain values.
     def latency_units(self, arch: Arch, num_classes: int = 10) -> list[tuple]:
         """The keys of the units `arch` runs; its latency is their sum plus a fixed overhead."""
-        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+        raise self._no_latency_units()
 
     def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
         """Every unit any architecture of the space can run (what a latency table measures)."""
-        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+        raise self._no_latency_units()
 
     def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
         """A module computing unit `key`, and its input shape without the batch axis."""
-        raise UserError(f"space {self.name!r} declares no latency units yet; latency tables cover mbconv and nb201")
+        raise self._no_latency_units()
+
+    def _no_latency_units(self) -> UserError:
+        return UserError(
+            f"space {self.name!r} declares no latency units; the built-in spaces do "
+            "(mbconv, nasnet, nb201, resnet20), a user space needs its own latency_unit_* methods"
+        )
 
 
 _REGISTRY: dict[str, Callable[..., Space]] = {}

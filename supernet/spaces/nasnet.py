@@ -31,8 +31,20 @@ from torch import nn
 from core.config import number
 from core.errors import ArchError, UserError
 from core.safejson import brief, first_line
-from ops.cell_ops import resolve_ops
-from supernet.nets.nasnet import Edge, NasNetwork, NasSupernet, cell_layout, concat_nodes, copy_into
+from ops.cell_ops import make_op, resolve_ops
+from supernet.nets.nasnet import (
+    CellJoin,
+    CellSlot,
+    Edge,
+    NasNetwork,
+    NasSupernet,
+    cell_layout,
+    concat_nodes,
+    copy_into,
+    head_unit,
+    make_stem,
+    preprocess_unit,
+)
 from supernet.spaces import drawing
 from supernet.spaces.base import Cost, Space, check_choice, register_space
 from supernet.spaces.cell_text import genotype_edges, genotype_fields
@@ -456,6 +468,86 @@ class NasnetSpace(Space):
             c_aux = len(self._plan_cells(arch)[self._aux_pos][1]) * self.slots[self._aux_pos].channels
             params += c_aux * 128 + 256 + 128 * 768 * 4 + 2 * 768 + 768 * num_classes + num_classes
         return Cost(macs / 1e6, params / 1e6)
+
+    # ---- latency units ---------------------------------------------------------------------
+    # Keys, each naming the shape its module reads (channels C, spatial size H of the input):
+    #   ("stem", 3C, H)                   the 3x3 stem convolution and BN
+    #   ("pre", C_in, C, H, stride)       the projection of a cell input that an edge reads: a 1x1
+    #                                     ReLUConvBN, or (stride 2) FactorizedReduce after a reduction
+    #   ("op", op, C, H, stride)          one edge's op; stride 2 on a reduction cell's inputs
+    #   ("join", C, H, nodes, concat)     the cell's node sums and the concat of `concat` nodes
+    #   ("head", C_in, H, num_classes)    head BN + ReLU (when head_bn), global pool, classifier
+    # Cells of the same kind, width and size share their units, whatever their position.
+    def latency_units(self, arch: CellArch, num_classes: int = 10) -> list[tuple]:
+        """Stem; per cell its read projections, one op per edge and its join; the head."""
+        keys: list[tuple] = [("stem", 3 * self.channels, self.resolution)]
+        c_pp = c_p = 3 * self.channels
+        for slot, edges in zip(self.slots, self._slot_edges(arch)):
+            c, inner = slot.channels, slot.size // 2 if slot.reduction else slot.size
+            reads = {inp for inp, _ in edges}
+            if 0 in reads:
+                keys.append(self._pre0_key(c_pp, slot))
+            if 1 in reads:
+                keys.append(("pre", c_p, c, slot.size, 1))
+            for inp, op in edges:
+                keys.append(("op", op, c, slot.size, 2) if slot.reduction and inp < 2 else ("op", op, c, inner, 1))
+            concat = len(concat_nodes(edges, self.nodes, self.concat))
+            keys.append(("join", c, inner, self.nodes, concat))
+            c_pp, c_p = c_p, concat * c
+        keys.append(("head", c_p, self.slots[-1].size // (2 if self.slots[-1].reduction else 1), num_classes))
+        return keys
+
+    def latency_unit_choices(self, num_classes: int = 10) -> list[tuple]:
+        keys: list[tuple] = [("stem", 3 * self.channels, self.resolution)]
+        # With concat="loose" a cell concatenates 1 to `nodes` loose ends (node i reading node i - 1
+        # consumes it), so the next cells' projections see any of those widths.
+        widths = range(1, self.nodes + 1) if self.concat == "loose" else (self.nodes,)
+        c_pps = c_ps = (3 * self.channels,)
+        for slot in self.slots:
+            c, inner = slot.channels, slot.size // 2 if slot.reduction else slot.size
+            keys.extend(self._pre0_key(c_in, slot) for c_in in c_pps)
+            keys.extend(("pre", c_in, c, slot.size, 1) for c_in in c_ps)
+            for op in self.ops:
+                if slot.reduction:
+                    keys.append(("op", op, c, slot.size, 2))
+                    if self.nodes > 1:  # only later nodes read intermediate states
+                        keys.append(("op", op, c, inner, 1))
+                else:
+                    keys.append(("op", op, c, inner, 1))
+            keys.extend(("join", c, inner, self.nodes, k) for k in widths)
+            c_pps, c_ps = c_ps, tuple(k * c for k in widths)
+        h = self.slots[-1].size // (2 if self.slots[-1].reduction else 1)
+        keys.extend(("head", c_in, h, num_classes) for c_in in c_ps)
+        return list(dict.fromkeys(keys))
+
+    def latency_unit_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        kind = key[0] if isinstance(key, tuple) and key else None
+        try:
+            if kind == "stem":
+                _, c, h = key
+                return make_stem(c, multiplier=1), (3, h, h)
+            if kind == "pre":
+                _, c_in, c, h, stride = key
+                return preprocess_unit(c_in, c, stride == 2), (c_in, h, h)
+            if kind == "op" and key[1] in self.ops:
+                _, op, c, h, stride = key
+                return make_op(op, c, stride), (c, h, h)
+            if kind == "join":
+                _, c, h, nodes, concat = key
+                return CellJoin(nodes, concat), (c, h, h)
+            if kind == "head":
+                _, c, h, num_classes = key
+                return head_unit(c, num_classes, self.head_bn), (c, h, h)
+        except (TypeError, ValueError):  # wrong number of fields
+            pass
+        raise UserError(f"nasnet: unknown latency unit {key!r}")
+
+    @staticmethod
+    def _pre0_key(c_in: int, slot: CellSlot) -> tuple:
+        """The projection of input 0: after a reduction, it halves a state twice the cell's size."""
+        if slot.reduction_prev:
+            return ("pre", c_in, slot.channels, 2 * slot.size, 2)
+        return ("pre", c_in, slot.channels, slot.size, 1)
 
 
 # ---- analytic cost: supernet.flops.count_thop's convention (conv + linear MACs; all params) ------
