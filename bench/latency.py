@@ -22,8 +22,7 @@ from scipy.stats import spearmanr
 
 from core.config import opt
 from core.errors import UserError
-from core.runtime import progress
-from supernet.latency import measure_arch, open_table
+from supernet.latency import measure_archs, open_table
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,8 @@ class BenchLatencyConfig:
     space: str = opt("", "space of the table (default: the table's); a different one is refused")
     latency_table: str = opt("", "table from run.py latency-table")
     samples: int = opt(50, "random subnets to measure")
-    repeats: int = opt(20, "timed calls per subnet; the fastest is kept")
+    repeats: int = opt(20, "timed calls per subnet and round; the fastest is kept")
+    rounds: int = opt(3, "rounds over all subnets (interleaved); the fastest is kept")
     seed: int = opt(1, "seed of the sampled subnets (the table's overhead used seed 0)")
     json: str = opt("", "also write the results to this JSON file")
     quiet: bool = opt(False, "no progress bar")
@@ -43,8 +43,8 @@ class BenchLatencyConfig:
     def __post_init__(self) -> None:
         if not self.latency_table:
             raise UserError("bench-latency needs --latency-table FILE (build one with run.py latency-table)")
-        if self.samples < 3 or self.repeats < 1:
-            raise UserError("--samples must be >= 3 and --repeats >= 1")
+        if self.samples < 3 or self.repeats < 1 or self.rounds < 1:
+            raise UserError("--samples must be >= 3, --repeats and --rounds >= 1")
 
 
 def main(cfg: BenchLatencyConfig) -> dict[str, Any]:
@@ -53,11 +53,14 @@ def main(cfg: BenchLatencyConfig) -> dict[str, Any]:
     meta = table.meta
     num_classes = int(meta.get("num_classes", 10))
     rng = np.random.default_rng(cfg.seed)
-    rows = []
-    for _ in progress(range(cfg.samples), cfg.quiet, desc="subnets", unit="arch"):
-        arch = space.sample(rng)
-        measured = measure_arch(space, arch, device, meta["dtype"], int(meta["batch"]), num_classes, cfg.repeats)
-        rows.append((space.to_str(arch), table.predict(space, arch), measured, space.cost(arch, num_classes).mflops))
+    archs = [space.sample(rng) for _ in range(cfg.samples)]
+    measured = measure_archs(
+        space, archs, device, meta["dtype"], int(meta["batch"]), num_classes, cfg.repeats, cfg.rounds, cfg.quiet
+    )
+    rows = [
+        (space.to_str(a), table.predict(space, a), m, space.cost(a, num_classes).mflops)
+        for a, m in zip(archs, measured)
+    ]
     screen = [space.sample(rng) for _ in range(10_000)]
     start = time.perf_counter()
     for arch in screen:
@@ -71,6 +74,9 @@ def main(cfg: BenchLatencyConfig) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": device.type,
         "samples": cfg.samples,
+        "rounds": cfg.rounds,
+        "repeats": cfg.repeats,
+        "cold_bytes": meta.get("cold_bytes", 0),
         "mape_pct": float(100 * np.mean(np.abs(pred - meas) / meas)),
         "spearman": float(spearmanr(pred, meas).statistic),
         "flops_spearman": float(spearmanr(flops, meas).statistic),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -70,17 +71,27 @@ def environment(device: torch.device, threads: int, dtype: str, batch: int) -> d
 
 # ---- timing ----------------------------------------------------------------------------------
 def time_module(
-    module: nn.Module, shape: tuple[int, ...], device: torch.device, dtype: str, batch: int, repeats: int, warmup: int
+    module: nn.Module | list[nn.Module],
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: str,
+    batch: int,
+    repeats: int,
+    warmup: int,
 ) -> float:
     """Latency (ms) of `module` on a random batch, eval mode, no gradients: the fastest of the timed calls.
 
     The minimum, not the median: on a machine shared with other work, interference only ever adds
     time, and the minimum is the most repeatable statistic (docs/benchmarks.md, "Latency tables").
+    Given a list of copies of one unit (`unit_copies`), each timed call is one call of every copy in
+    turn, divided by their number: no copy's weights are still in the cache when it runs again.
     """
-    module = module.to(device).eval()
+    copies = module if isinstance(module, list) else [module]
+    copies = [m.to(device).eval() for m in copies]
     x = torch.randn(batch, *shape, device=device)
     if device.type == "cuda":
-        module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        copies = [m.to(memory_format=torch.channels_last) for m in copies]
+        x = x.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     times = []
     with torch.no_grad(), autocast:
@@ -88,20 +99,41 @@ def time_module(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            module(x)
+            for m in copies:
+                m(x)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(times) / len(copies)
+
+
+def unit_copies(space: Space, key: tuple, cold_bytes: int) -> tuple[list[nn.Module], tuple[int, ...]]:
+    """Enough copies of a unit (distinct weights) that their parameters fill `cold_bytes` (at most 32).
+
+    In a network a block's weights have left the core's cache by the time it runs again, since
+    every other block ran in between; a unit timed alone over and over keeps them cached and looks
+    faster than it is in the network. Cycling through copies larger than the cache times it cold.
+    """
+    module, shape = space.latency_unit_module(key)
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    n = max(1, min(32, -(-cold_bytes // size))) if cold_bytes and size else 1
+    return [module] + [space.latency_unit_module(key)[0] for _ in range(n - 1)], shape
 
 
 # ---- the table ---------------------------------------------------------------------------------
 class LatencyTable:
     """Per-unit latencies of one space on one device, and the predictor built on them."""
 
-    def __init__(self, meta: dict[str, Any], units: dict[str, float], overhead_ms: float | None) -> None:
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        units: dict[str, float],
+        overhead_ms: float | None,
+        rounds: dict[str, int] | None = None,
+    ) -> None:
         self.meta, self.units, self.overhead_ms = meta, units, overhead_ms
+        self.rounds = rounds or {}  # unit -> rounds measured (the table keeps the fastest)
         self._by_key: dict[tuple, float] = {}  # unit key -> ms, filled on first use: screening is a hot loop
 
     @classmethod
@@ -110,9 +142,11 @@ class LatencyTable:
         try:
             data = json.loads(Path(path).read_text())
             meta, units = data["meta"], data["units"]
-            overhead = data.get("overhead_ms")
-            if not isinstance(meta, dict) or not isinstance(units, dict):
-                raise TypeError("meta and units must be objects")
+            overhead, rounds = data.get("overhead_ms"), data.get("rounds", {})
+            if not isinstance(meta, dict) or not isinstance(units, dict) or not isinstance(rounds, dict):
+                raise TypeError("meta, units and rounds must be objects")
+            if not all(type(v) is int and v >= 0 for v in rounds.values()):
+                raise ValueError("rounds must be counts")
             if not all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 for v in units.values()):
                 raise ValueError("unit latencies must be finite numbers >= 0")
             if overhead is not None and not (isinstance(overhead, (int, float)) and np.isfinite(overhead)):
@@ -123,13 +157,14 @@ class LatencyTable:
             raise UserError(
                 f"latency table {path} is malformed ({exc}); rebuild it with run.py latency-table"
             ) from None
-        return cls(meta, {str(k): float(v) for k, v in units.items()}, overhead)
+        return cls(meta, {str(k): float(v) for k, v in units.items()}, overhead, {str(k): v for k, v in rounds.items()})
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"meta": self.meta, "units": self.units, "overhead_ms": self.overhead_ms}, indent=1))
+        data = {"meta": self.meta, "units": self.units, "overhead_ms": self.overhead_ms, "rounds": self.rounds}
+        tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
 
     def check(self, space: Space, num_classes: int, where: dict[str, Any] | None = None) -> None:
@@ -184,30 +219,40 @@ def build_table(
     repeats: int,
     overhead_archs: int,
     seed: int,
+    rounds: int = 3,
+    cold_bytes: int = 8 << 20,
     quiet: bool = False,
 ) -> LatencyTable:
-    """Measure every unit of `space` (resuming a partial table at `out`), then the fixed overhead."""
+    """Measure every unit of `space` (resuming a partial table at `out`), then the fixed overhead.
+
+    Each unit is timed in `rounds` rounds over all units, keeping its fastest: a burst of
+    interference hits one round of a unit, not all of them.
+    """
     meta = {"space": space.name, "space_opts": _plain(space.options()), "num_classes": num_classes}
     meta.update(environment(device, torch.get_num_threads(), dtype, batch))
+    meta["cold_bytes"] = cold_bytes
     table = LatencyTable(meta, {}, None)
     if out.is_file():
         old = LatencyTable.load(out)
-        differ = [k for k in (*MATCH_KEYS, *WARN_KEYS) if _plain(old.meta.get(k)) != meta[k]]
+        differ = [k for k in (*MATCH_KEYS, *WARN_KEYS, "cold_bytes") if _plain(old.meta.get(k)) != meta[k]]
         if differ:
             raise UserError(f"{out} holds a table for other settings ({', '.join(differ)}); pass another --out")
-        table.units = old.units
+        table.units, table.rounds = old.units, {k: v for k, v in old.rounds.items() if k in old.units}
         log.info("resuming %s: %d units measured", out, len(table.units))
-    keys = [k for k in space.latency_unit_choices(num_classes) if unit_name(k) not in table.units]
-    for key in progress(keys, quiet, desc="latency units", unit="unit"):
-        module, shape = space.latency_unit_module(key)
-        table.units[unit_name(key)] = time_module(module, shape, device, dtype, batch, repeats, warmup=3)
+    keys = space.latency_unit_choices(num_classes)
+    todo = [(r, k) for r in range(rounds) for k in keys if table.rounds.get(unit_name(k), 0) <= r]
+    for r, key in progress(todo, quiet, desc="latency units", unit="unit"):
+        name = unit_name(key)
+        ms = time_module(*unit_copies(space, key, cold_bytes), device, dtype, batch, repeats, warmup=3)
+        table.units[name] = min(ms, table.units.get(name, math.inf))
+        table.rounds[name] = r + 1
         table.save(out)  # small; an interrupted build loses at most the unit in progress
     rng = np.random.default_rng(seed)
-    gaps = []
-    for _ in range(overhead_archs):
-        arch = space.sample(rng)
-        measured = measure_arch(space, arch, device, dtype, batch, num_classes, repeats)
-        gaps.append(measured - sum(table.units[unit_name(k)] for k in space.latency_units(arch, num_classes)))
+    archs = [space.sample(rng) for _ in range(overhead_archs)]
+    measured = measure_archs(space, archs, device, dtype, batch, num_classes, repeats, rounds)
+    gaps = [
+        m - sum(table.units[unit_name(k)] for k in space.latency_units(a, num_classes)) for a, m in zip(archs, measured)
+    ]
     table.overhead_ms = statistics.median(gaps) if gaps else 0.0
     table.save(out)
     return table
@@ -219,6 +264,25 @@ def measure_arch(
     """Measured end-to-end latency (ms) of `build(arch)` at its input resolution."""
     size = getattr(arch, "resolution", None) or space.input_size
     return time_module(space.build(arch, num_classes), (3, size, size), device, dtype, batch, repeats, warmup=3)
+
+
+def measure_archs(
+    space: Space,
+    archs: list[Any],
+    device: torch.device,
+    dtype: str,
+    batch: int,
+    num_classes: int,
+    repeats: int,
+    rounds: int = 3,
+    quiet: bool = True,
+) -> list[float]:
+    """`measure_arch` of each architecture in `rounds` interleaved rounds, the fastest of each."""
+    best = [math.inf] * len(archs)
+    steps = [(r, i) for r in range(rounds) for i in range(len(archs))]
+    for _, i in progress(steps, quiet, desc="subnets", unit="arch"):
+        best[i] = min(best[i], measure_arch(space, archs[i], device, dtype, batch, num_classes, repeats))
+    return best
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -234,15 +298,21 @@ class LatencyTableConfig:
     batch: int = opt(1, "images per measured call")
     threads: int = opt(1, "CPU compute threads while measuring")
     dtype: str = opt("fp32", "precision (bf16/fp16 through autocast)", choices=tuple(DTYPES))
-    repeats: int = opt(20, "timed calls per unit; the fastest is kept")
+    repeats: int = opt(20, "timed calls per unit and round; the fastest is kept")
+    rounds: int = opt(3, "rounds over all units (interleaved, so interference hits one round); the fastest is kept")
+    cold_mb: float = opt(8.0, "time each unit cycling through copies of it holding this many MB of weights (0: one)")
     overhead_archs: int = opt(10, "sampled architectures that measure the fixed overhead")
     out: str = opt("latency.json", "table file (an unfinished one with the same settings is resumed)")
     seed: int = opt(0, "seed of the overhead architectures")
     quiet: bool = opt(False, "no progress bar")
 
     def __post_init__(self) -> None:
-        if min(self.batch, self.threads, self.repeats, self.num_classes) < 1 or self.overhead_archs < 0:
-            raise UserError("--batch, --threads, --repeats and --num-classes must be >= 1, --overhead-archs >= 0")
+        if min(self.batch, self.threads, self.repeats, self.num_classes, self.rounds) < 1 or self.overhead_archs < 0:
+            raise UserError(
+                "--batch, --threads, --repeats, --rounds and --num-classes must be >= 1, --overhead-archs >= 0"
+            )
+        if not 0 <= self.cold_mb <= 4096:
+            raise UserError(f"--cold-mb must be in [0, 4096], got {self.cold_mb}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
         if self.dtype == "fp16" and self.device != "cuda":
@@ -264,7 +334,7 @@ def table_main(cfg: LatencyTableConfig) -> dict[str, Any]:
     table = build_table(
         space, Path(cfg.out), device=torch.device(cfg.device), dtype=cfg.dtype, batch=cfg.batch,
         num_classes=cfg.num_classes, repeats=cfg.repeats, overhead_archs=cfg.overhead_archs, seed=cfg.seed,
-        quiet=cfg.quiet,
+        rounds=cfg.rounds, cold_bytes=int(cfg.cold_mb * 2**20), quiet=cfg.quiet,
     )  # fmt: skip
     log.info("latency table %s: %d units, overhead %.3f ms", cfg.out, len(table.units), table.overhead_ms)
     return {"out": cfg.out, "units": len(table.units), "overhead_ms": table.overhead_ms}

@@ -66,10 +66,30 @@ def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch)
     table = _build(out, space)
     n_units = len(space.latency_unit_choices(10))
     assert len(table.units) == n_units == 12
-    assert len(counted) == n_units - 5 + 2  # the rest of the units, then the two overhead archs
-    assert all(table.units[k] == v for k, v in partial["units"].items())  # measured units are kept
+    # three rounds over the units (five were timed before the interruption), then the two overhead
+    # archs in three rounds
+    assert len(counted) == 3 * n_units - 5 + 3 * 2
+    assert set(table.rounds.values()) == {3} and LatencyTable.load(out).rounds == table.rounds
+    assert all(table.units[k] <= v for k, v in partial["units"].items())  # a round keeps the fastest so far
     assert table.meta["threads"] == lat.torch.get_num_threads() and table.meta["cpu"]
     assert LatencyTable.load(out).overhead_ms == table.overhead_ms
+
+
+def test_a_unit_is_timed_cold_over_copies_with_their_own_weights():
+    space = make_space("nb201", **TINY_NB)
+    key = next(k for k in space.latency_unit_choices(10) if "conv" in unit_name(k))
+    one, shape = lat.unit_copies(space, key, 0)
+    size = sum(p.numel() * p.element_size() for p in one[0].parameters())
+    copies, shape2 = lat.unit_copies(space, key, 5 * size)
+    assert len(one) == 1 and len(copies) == 5 and shape == shape2
+    weights = [next(m.parameters()) for m in copies]
+    assert len({w.data_ptr() for w in weights}) == 5 and not lat.torch.equal(weights[0], weights[1])
+    assert len(lat.unit_copies(space, key, 10**12)[0]) == 32  # capped
+    calls = []
+    for m in copies:
+        m.register_forward_hook(lambda *a: calls.append(1))
+    ms = lat.time_module(copies, shape, lat.torch.device("cpu"), "fp32", 1, repeats=2, warmup=1)
+    assert ms > 0 and len(calls) == 5 * 3  # each timed call runs every copy once
 
 
 @pytest.mark.parametrize(
