@@ -81,6 +81,11 @@ class SearchDir(StageDir):
         return self.path / "journal.jsonl"
 
     @property
+    def submitted(self) -> Path:
+        """An asynchronous search's submissions, one line each as it is sent: what was in flight on resume."""
+        return self.path / "submitted.jsonl"
+
+    @property
     def topk(self) -> Path:
         return self.path / "topk.json"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
-from core.jsonl import append_jsonl
+from core.jsonl import append_jsonl, read_jsonl, truncate_torn_tail
 from core.rundir import SearchDir, commit_run_config
 from core.signals import graceful_stop
 from search.executors import Executor, Outcome, Trial
@@ -56,10 +56,11 @@ class AsyncDriver:
         sync: bool = False,
         durations: Callable[[int], float] | None = None,
         poll: float = POLL,
+        on_submit: Callable[[Trial], None] | None = None,
     ) -> None:
         self.searcher, self.executor, self.space = searcher, executor, space
         self.workers, self.budget, self.max_retries, self.sync = workers, budget, max_retries, sync
-        self.durations, self.poll = durations, poll
+        self.durations, self.poll, self.on_submit = durations, poll, on_submit
         self.inflight: dict[str, Trial] = {}
         self.finished = self.number = self.retries = 0
         self.exhausted = False
@@ -71,6 +72,8 @@ class AsyncDriver:
         trial = Trial(arch, key, self.number, seconds=seconds)
         self.number += 1
         self.inflight[key] = trial
+        if self.on_submit:  # recorded before it is sent: a driver killed in between re-submits it
+            self.on_submit(trial)
         self.executor.submit(trial)
 
     def _fill(self) -> None:
@@ -162,7 +165,9 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
     # Lines written after the saved state: told to the searcher as they are (results arrive in any order).
     for r in records[done:]:
         searcher.observe([space.from_json(r["arch"])], [float(r["metric"])])
-    resubmit = list(searcher.pending)  # in flight when the state was saved, no journal line since
+    resubmit = in_flight(space, out, records, searcher) if cfg.resume else []
+    if not cfg.resume:
+        out.submitted.unlink(missing_ok=True)  # a new search: submissions of an earlier one are not ours
     if cfg.evaluator == "table":  # cheap: a missing table or column is said here, not by every worker
         make_evaluator(cfg, space, trusted=True)
     own = executor is None
@@ -174,8 +179,12 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
     commit_run_config()  # the inputs were accepted: record this run's config
     if resubmit:
         log.info("resuming: re-submitting the %d trials that were in flight", len(resubmit))
-    driver = AsyncDriver(searcher, executor, space, workers=workers, budget=cfg.budget,
-                         max_retries=cfg.max_retries, sync=sync, durations=durations)  # fmt: skip
+
+    def submitted(trial: Trial) -> None:
+        append_jsonl(out.submitted, {"arch": space.to_json(trial.arch), "str": trial.key, "number": trial.number})
+
+    driver = AsyncDriver(searcher, executor, space, workers=workers, budget=cfg.budget, max_retries=cfg.max_retries,
+                         sync=sync, durations=durations, on_submit=submitted)  # fmt: skip
     driver.number = len(records)  # the trials re-submitted first keep their place in the sequence of durations
     best = max((r["metric"] for r in records if _ok(r["metric"])), default=-math.inf)
     n0, start = len(records), time.perf_counter() - elapsed
@@ -245,6 +254,30 @@ def run_async_search(cfg: Any, space: Space, searcher: Searcher, out: SearchDir,
         "topk": str(out.topk),
         "executor": {"workers": workers, "failed": failures["count"], **driver.stats()},
     }
+
+
+def in_flight(space: Space, out: SearchDir, records: list[dict], searcher: Searcher) -> list[Any]:
+    """What was submitted and has no journal line: the trials a killed driver left in flight.
+
+    Read from `submitted.jsonl`, which is written as each trial is sent, so proposals made after the
+    last saved searcher state are re-submitted too; the searcher is told they are pending. A run
+    without that file (from before it existed) falls back on the saved state's pending list.
+    """
+    if not out.submitted.is_file():
+        return list(searcher.pending)
+    truncate_torn_tail(out.submitted)
+    done = {r["str"] for r in records}
+    archs: dict[str, Any] = {}
+    for line in read_jsonl(out.submitted):
+        if not isinstance(line, dict) or "arch" not in line:
+            raise UserError(f"{out.submitted} has a line without an architecture; delete the file to resume "
+                            "from the saved state alone")  # fmt: skip
+        arch = space.from_json(line["arch"])  # a malformed architecture is a one-line error
+        key = space.to_str(arch)
+        if key not in done:
+            archs.setdefault(key, arch)
+    searcher.restore_pending(archs.values())
+    return list(archs.values())
 
 
 def _ok(m: Any) -> bool:

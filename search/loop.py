@@ -263,6 +263,8 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
             continue
         rec = _record(space, arch, fresh[key], index, per, cfg.num_classes or 10)
         index += 1
+        if rec.get("error"):
+            log.warning("%s failed (recorded with metric NaN, not retried): %s", key, rec["error"])
         if distributed.is_main():
             append_jsonl(journal, rec)
         records.append(rec)

@@ -69,6 +69,8 @@ def run_trial(token: str, cfg: Any, arch_json: dict[str, Any], seconds: float, t
         if len(results) != 1:
             raise UserError(f"evaluator {cfg.evaluator} returned {len(results)} results for 1 arch")
         info["result"] = normalise(results[0], cfg.evaluator)
+        if info["result"].get("error"):  # the evaluator reported this trial failed (a diverged training run)
+            info["error"] = str(info["result"]["error"])[:400]
     except Exception as exc:  # the trial's own failure: recorded with its one-line error
         info["error"] = one_line(exc)
     info["seconds"] = time.perf_counter() - t0

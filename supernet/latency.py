@@ -9,8 +9,9 @@ end-to-end latency minus the sum of their units. The predicted latency of an arc
 sum of its units plus that overhead (as nn-Meter and OFA's lookup tables do, at block level).
 
 The table is JSON: `meta` (space, options, device, threads, dtype, batch, CPU, GPU, torch),
-`units` (key -> ms) and `overhead_ms`. It is written after every unit, so an interrupted
-build resumes where it stopped.
+`units` (key -> ms), `rounds` (unit -> rounds measured), `archs_ms` (the overhead architectures'
+measured latencies) and `overhead_ms`. It is written after every unit, so an interrupted build
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ class LatencyTable:
         units: dict[str, float],
         overhead_ms: float | None,
         rounds: dict[str, int] | None = None,
+        archs_ms: list[float] | None = None,
     ) -> None:
         self.meta, self.units, self.overhead_ms = meta, units, overhead_ms
         self.rounds = rounds or {}  # unit -> rounds measured (the table keeps the fastest)
+        self.archs_ms = archs_ms  # end-to-end latencies of the overhead architectures, measured first
         self._by_key: dict[tuple, float] = {}  # unit key -> ms, filled on first use: screening is a hot loop
 
     @classmethod
@@ -142,11 +145,15 @@ class LatencyTable:
         try:
             data = json.loads(Path(path).read_text())
             meta, units = data["meta"], data["units"]
-            overhead, rounds = data.get("overhead_ms"), data.get("rounds", {})
+            overhead, rounds, archs_ms = data.get("overhead_ms"), data.get("rounds", {}), data.get("archs_ms")
             if not isinstance(meta, dict) or not isinstance(units, dict) or not isinstance(rounds, dict):
                 raise TypeError("meta, units and rounds must be objects")
             if not all(type(v) is int and v >= 0 for v in rounds.values()):
                 raise ValueError("rounds must be counts")
+            if archs_ms is not None and not (
+                isinstance(archs_ms, list) and all(isinstance(v, (int, float)) and np.isfinite(v) for v in archs_ms)
+            ):
+                raise ValueError("archs_ms must be a list of finite numbers")
             if not all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 for v in units.values()):
                 raise ValueError("unit latencies must be finite numbers >= 0")
             if overhead is not None and not (isinstance(overhead, (int, float)) and np.isfinite(overhead)):
@@ -157,13 +164,15 @@ class LatencyTable:
             raise UserError(
                 f"latency table {path} is malformed ({exc}); rebuild it with run.py latency-table"
             ) from None
-        return cls(meta, {str(k): float(v) for k, v in units.items()}, overhead, {str(k): v for k, v in rounds.items()})
+        units = {str(k): float(v) for k, v in units.items()}
+        return cls(meta, units, overhead, {str(k): v for k, v in rounds.items()}, archs_ms)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        data = {"meta": self.meta, "units": self.units, "overhead_ms": self.overhead_ms, "rounds": self.rounds}
+        data = {"meta": self.meta, "units": self.units, "overhead_ms": self.overhead_ms, "rounds": self.rounds,
+                "archs_ms": self.archs_ms}  # fmt: skip
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
 
@@ -223,10 +232,13 @@ def build_table(
     cold_bytes: int = 8 << 20,
     quiet: bool = False,
 ) -> LatencyTable:
-    """Measure every unit of `space` (resuming a partial table at `out`), then the fixed overhead.
+    """Measure the overhead architectures end to end, then every unit of `space` (resuming a partial
+    table at `out`); the fixed overhead is their measured latency minus the sum of their units.
 
     Each unit is timed in `rounds` rounds over all units, keeping its fastest: a burst of
-    interference hits one round of a unit, not all of them.
+    interference hits one round of a unit, not all of them. The whole networks are timed first, as
+    `bench-latency` times them: in a process whose memory allocator has not yet been through the
+    unit copies, which left whole networks slower (docs/benchmarks.md, "Latency tables").
     """
     meta = {"space": space.name, "space_opts": _plain(space.options()), "num_classes": num_classes}
     meta.update(environment(device, torch.get_num_threads(), dtype, batch))
@@ -238,7 +250,13 @@ def build_table(
         if differ:
             raise UserError(f"{out} holds a table for other settings ({', '.join(differ)}); pass another --out")
         table.units, table.rounds = old.units, {k: v for k, v in old.rounds.items() if k in old.units}
+        table.archs_ms = old.archs_ms if old.archs_ms is not None and len(old.archs_ms) == overhead_archs else None
         log.info("resuming %s: %d units measured", out, len(table.units))
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(overhead_archs)]
+    if table.archs_ms is None:
+        table.archs_ms = measure_archs(space, archs, device, dtype, batch, num_classes, repeats, rounds)
+        table.save(out)
     keys = space.latency_unit_choices(num_classes)
     todo = [(r, k) for r in range(rounds) for k in keys if table.rounds.get(unit_name(k), 0) <= r]
     for r, key in progress(todo, quiet, desc="latency units", unit="unit"):
@@ -247,11 +265,9 @@ def build_table(
         table.units[name] = min(ms, table.units.get(name, math.inf))
         table.rounds[name] = r + 1
         table.save(out)  # small; an interrupted build loses at most the unit in progress
-    rng = np.random.default_rng(seed)
-    archs = [space.sample(rng) for _ in range(overhead_archs)]
-    measured = measure_archs(space, archs, device, dtype, batch, num_classes, repeats, rounds)
     gaps = [
-        m - sum(table.units[unit_name(k)] for k in space.latency_units(a, num_classes)) for a, m in zip(archs, measured)
+        m - sum(table.units[unit_name(k)] for k in space.latency_units(a, num_classes))
+        for a, m in zip(archs, table.archs_ms)
     ]
     table.overhead_ms = statistics.median(gaps) if gaps else 0.0
     table.save(out)

@@ -95,3 +95,32 @@ def test_in_memory_data_is_resized_to_the_architecture(tmp_path):
     sizes = Sizes(retrain.net, fixed=40)
     retrain.fit()
     assert sizes.seen and all(got == 40 for _, got in sizes.seen), sizes.seen
+
+
+def test_the_train_evaluator_trains_and_scores_each_architecture_at_its_resolution(photos, tmp_path, monkeypatch):
+    """Train-from-scratch search on an image folder: worker crops at the arch's resolution, search split
+    decoded once per resolution."""
+    import search.evaluators.train as train_eval
+    from search.config import SearchConfig
+
+    space = make_space("mbconv", **SPACE)
+    cfg = SearchConfig(run_dir=str(tmp_path), data_dir=photos, space="mbconv", space_opts=SPACE, evaluator="train",
+                       train_epochs=1, train_batch_size=4, device="cpu", **DATA)  # fmt: skip
+    evaluator = train_eval.TrainingEvaluator(space, cfg)
+    assert evaluator.data.train.on_workers
+    built, decoded = [], []
+    real_build, real_decode = space.build, train_eval.decode_split
+
+    def build(arch, num_classes):
+        net = real_build(arch, num_classes)
+        built.append(Sizes(net, fixed=arch.resolution))
+        return net
+
+    monkeypatch.setattr(space, "build", build)
+    monkeypatch.setattr(train_eval, "decode_split", lambda *a, **k: decoded.append(a[1]) or real_decode(*a, **k))
+    big, small = space.largest(), space.smallest()
+    results = evaluator.evaluate([big, small])
+    assert [b.seen[0][0] for b in built] == [32, 24]
+    assert all(r == got for b in built for r, got in b.seen), [b.seen for b in built]
+    assert sorted(decoded) == [24, 32]  # once per resolution
+    assert all(r["train_images_per_s"] > 0 and 0 <= r["data_wait"] <= 1 for r in results), results

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.errors import UserError
+from search.config import SearchConfig
 from search.evaluators import FunctionEvaluator, TableEvaluator, make_evaluator
 from tests.toy_space import ToySpace
 
@@ -92,3 +94,22 @@ def test_unavailable_evaluator_says_so():
     cfg = type("C", (), {"evaluator": "no_such_evaluator"})()
     with pytest.raises(UserError):
         make_evaluator(cfg, space)
+
+
+def test_a_diverging_training_run_is_a_failed_trial_not_a_crash():
+    """The train evaluator reads its loss every few steps (no per-step sync); NaN fails that trial alone."""
+    from search.evaluators.train import TrainingEvaluator
+    from search.ray_executor import evaluator_key, run_trial
+    from supernet.spaces.base import make_user_space
+
+    space = make_user_space("nb201", channels=4, cells=1)
+    arch = space.sample(np.random.default_rng(0))
+    common = dict(space="nb201", space_opts={"channels": 4, "cells": 1}, evaluator="train", dataset="synthetic",
+                  image_size=16, search_size=64, train_epochs=1, seed=1, device="cpu", quiet=True)  # fmt: skip
+    bad = SearchConfig(**common, train_lr=1e12)
+    result = TrainingEvaluator(space, bad).evaluate([arch])[0]
+    assert math.isnan(result["metric"]) and result["error"].startswith("FloatingPointError: training loss is")
+    info = run_trial(evaluator_key(bad), bad, space.to_json(arch), 0.0, 1)  # the body of a Ray task
+    assert info["error"] == result["error"] and math.isnan(info["result"]["metric"])
+    good = TrainingEvaluator(space, SearchConfig(**common)).evaluate([arch])[0]
+    assert math.isfinite(good["metric"]) and "error" not in good and good["train_images_per_s"] > 0

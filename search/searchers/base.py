@@ -69,6 +69,12 @@ class Searcher(abc.ABC):
         self.metrics.extend(metrics)
         self._observed(archs, metrics)
 
+    def restore_pending(self, archs: Iterable[Arch]) -> None:
+        """Set the proposals in flight (on resume, from the run's record of what was submitted)."""
+        self.pending = list(archs)
+        for arch in self.pending:
+            self._mark(arch)
+
     def state_dict(self) -> dict[str, Any]:
         """Plain data only (safe for `torch.load(weights_only=True)` and for JSON)."""
         return {
