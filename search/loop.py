@@ -275,6 +275,9 @@ def _evaluate(cfg: SearchConfig, space: Space, evaluator: Any, archs: list, reco
             writer.add_scalar("search/best_so_far", best, rec["index"])
             if _ok(rec["report_metric"]):
                 writer.add_scalar("search/report_metric", rec["report_metric"], rec["index"])
+            for key in ("train_images_per_s", "data_wait"):  # the train evaluator's input-path figures
+                if _ok(rec.get(key)):
+                    writer.add_scalar(f"search/{key}", rec[key], rec["index"])
     return out
 
 

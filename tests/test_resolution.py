@@ -124,3 +124,24 @@ def test_the_train_evaluator_trains_and_scores_each_architecture_at_its_resoluti
     assert all(r == got for b in built for r, got in b.seen), [b.seen for b in built]
     assert sorted(decoded) == [24, 32]  # once per resolution
     assert all(r["train_images_per_s"] > 0 and 0 <= r["data_wait"] <= 1 for r in results), results
+
+
+def test_worker_path_supernet_killed_mid_epoch_resumes_to_identical_weights(photos, tmp_path):
+    """Image folder, DataLoader worker, per-batch resolution: killed after step 2 of 3 in the first epoch,
+    resumed, it ends where an uninterrupted run ends; another seed ends elsewhere (the check can fail)."""
+    from core.checkpoint import load_checkpoint
+
+    def cfg(run, **kw):
+        base = dict(run_dir=str(tmp_path / run), data_dir=photos, space="mbconv", space_opts=SPACE, epochs=2,
+                    batch_size=4, strategy="sandwich", sandwich_k=1, recal_images=4, panel_random=0,
+                    checkpoint_minutes=0, **DATA)  # fmt: skip
+        return SupernetConfig(**{**base, **kw})
+
+    full = SupernetTrainer(cfg("a")).fit()
+    killed = SupernetTrainer(cfg("b", max_steps=2)).fit()
+    resumed = SupernetTrainer(cfg("b", resume="auto")).fit()
+    assert killed["step"] == 2 and full["step"] == resumed["step"] > 3  # killed mid-epoch (3 batches an epoch)
+    SupernetTrainer(cfg("c", seed=1)).fit()
+    a, b, c = (load_checkpoint(tmp_path / r / "supernet" / "last.pt")["model"] for r in "abc")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
