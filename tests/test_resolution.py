@@ -8,6 +8,7 @@ evaluation and export must all feed it 32x32 inputs. A stage that fed the data's
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -145,3 +146,25 @@ def test_worker_path_supernet_killed_mid_epoch_resumes_to_identical_weights(phot
     a, b, c = (load_checkpoint(tmp_path / r / "supernet" / "last.pt")["model"] for r in "abc")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_gradnorm_reads_an_image_folder_and_feeds_each_architecture_its_resolution(photos, tmp_path):
+    from search.config import SearchConfig
+    from search.evaluators.gradnorm import GradNorm
+
+    space = make_space("mbconv", **SPACE)
+    cfg = SearchConfig(run_dir=str(tmp_path), data_dir=photos, space="mbconv", space_opts=SPACE, device="cpu", **DATA)
+    proxy = GradNorm(space, cfg, reps=2, batch_size=4)
+    assert len(proxy.batches) == 2 and proxy.batches[0][0].shape == (4, 3, 24, 24)
+    seen = []
+    real_build = space.build
+
+    def build(arch, num_classes):
+        net = real_build(arch, num_classes)
+        seen.append(Sizes(net, fixed=arch.resolution))
+        return net
+
+    space.build = build
+    scores = [proxy(space.largest()), proxy(space.smallest())]
+    assert all(math.isfinite(v) for v in scores) and scores[0] != scores[1]
+    assert {r for s in seen for r, _ in s.seen} == {24, 32} and all(r == got for s in seen for r, got in s.seen)

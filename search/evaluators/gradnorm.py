@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data import TensorLoader, load_data_for
+from core.data.folder import TransformOptions, decode_split
 from core.runtime import select_device
 from supernet.spaces.base import Space
 
@@ -35,8 +36,15 @@ class GradNorm:
         self.device = select_device(getattr(cfg, "device", "auto"))
         data = load_data_for(cfg)
         self.num_classes = data.num_classes
+        train = data.train
+        if train.on_workers:  # an image folder: decode only the images the batches need (eval transform)
+            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
+            opt, workers = TransformOptions.from_config(cfg), getattr(cfg, "workers", -1)
+            timeout, strict = getattr(cfg, "loader_timeout", 300.0), getattr(cfg, "strict_images", False)
+            first = train.subset(pick[: reps * batch_size])
+            train = decode_split(first, data.image_size, opt, workers, timeout, strict)
         loader = TensorLoader(
-            data.train, batch_size, shuffle=True, drop_last=True, mean=data.mean, std=data.std,
+            train, batch_size, shuffle=True, drop_last=True, mean=data.mean, std=data.std,
             device=self.device, seed=self.seed,
         )  # fmt: skip
         self.batches = []
@@ -54,6 +62,9 @@ class GradNorm:
 
     def _one(self, arch: Hashable, rep: int) -> float:
         x, y = self.batches[rep]
+        size = int(getattr(arch, "resolution", 0) or x.shape[-1])
+        if size != x.shape[-1]:  # an MBConv arch at its own resolution
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG stream where it was
             torch.manual_seed(self.seed * 1000 + rep)
             net = self.space.build(arch, self.num_classes).to(self.device).train()
