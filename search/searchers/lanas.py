@@ -171,7 +171,10 @@ class LaNAS(Searcher):
         self.last_regions = []
         visits: dict[int, int] = {}
         for _ in range(n):
-            if len(self._y) + len(self.pending) + len(out) < self.init_samples or len(self._y) < 2:
+            # Uniform samples until `init_samples` results are in (those of this batch counted ahead).
+            # Proposals in flight elsewhere (asynchronous search) are not counted: their results are
+            # not known yet, and a climb started from a tree of two or three results goes astray.
+            if len(self._y) + len(out) < self.init_samples or len(self._y) < 2:
                 arch, leaf = self.random_new(), -1
             else:
                 self._maybe_rebuild()
