@@ -272,10 +272,16 @@ def in_flight(space: Space, out: SearchDir, records: list[dict], searcher: Searc
         if not isinstance(line, dict) or "arch" not in line:
             raise UserError(f"{out.submitted} has a line without an architecture; delete the file to resume "
                             "from the saved state alone")  # fmt: skip
-        arch = space.from_json(line["arch"])  # a malformed architecture is a one-line error
+        try:
+            arch = space.from_json(line["arch"])
+        except UserError as exc:
+            raise UserError(f"{out.submitted}: {exc}; delete the file to resume from the saved state alone") from None
         key = space.to_str(arch)
         if key not in done:
             archs.setdefault(key, arch)
+    for arch in searcher.pending:  # proposed, saved as pending, but the driver stopped before sending it
+        if space.to_str(arch) not in done:
+            archs.setdefault(space.to_str(arch), arch)
     searcher.restore_pending(archs.values())
     return list(archs.values())
 

@@ -243,6 +243,7 @@ def build_table(
     meta = {"space": space.name, "space_opts": _plain(space.options()), "num_classes": num_classes}
     meta.update(environment(device, torch.get_num_threads(), dtype, batch))
     meta["cold_bytes"] = cold_bytes
+    meta["overhead_seed"] = seed  # which architectures `archs_ms` measured
     table = LatencyTable(meta, {}, None)
     if out.is_file():
         old = LatencyTable.load(out)
@@ -250,7 +251,8 @@ def build_table(
         if differ:
             raise UserError(f"{out} holds a table for other settings ({', '.join(differ)}); pass another --out")
         table.units, table.rounds = old.units, {k: v for k, v in old.rounds.items() if k in old.units}
-        table.archs_ms = old.archs_ms if old.archs_ms is not None and len(old.archs_ms) == overhead_archs else None
+        same_archs = old.meta.get("overhead_seed") == seed and len(old.archs_ms or []) == overhead_archs
+        table.archs_ms = old.archs_ms if old.archs_ms is not None and same_archs else None
         log.info("resuming %s: %d units measured", out, len(table.units))
     rng = np.random.default_rng(seed)
     archs = [space.sample(rng) for _ in range(overhead_archs)]

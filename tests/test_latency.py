@@ -31,8 +31,9 @@ NAS_VARIANTS = [
 
 
 def _build(path, space, **kw):
-    args = dict(device=lat.torch.device("cpu"), dtype="fp32", batch=1, num_classes=10, repeats=2, overhead_archs=2)
-    return build_table(space, path, seed=0, quiet=True, **{**args, **kw})
+    args = dict(device=lat.torch.device("cpu"), dtype="fp32", batch=1, num_classes=10, repeats=2, overhead_archs=2,
+                seed=0, quiet=True)  # fmt: skip
+    return build_table(space, path, **{**args, **kw})
 
 
 def _synthetic(space, num_classes=10, overhead=0.5) -> LatencyTable:
@@ -72,6 +73,26 @@ def test_table_is_built_and_resumed_after_an_interruption(tmp_path, monkeypatch)
     assert all(table.units[k] <= v for k, v in partial["units"].items())  # a round keeps the fastest so far
     assert table.meta["threads"] == lat.torch.get_num_threads() and table.meta["cpu"]
     assert LatencyTable.load(out).overhead_ms == table.overhead_ms
+
+
+def test_a_rerun_with_another_seed_measures_its_own_overhead_archs(tmp_path, monkeypatch):
+    space = make_space("nb201", **TINY_NB)
+    out = tmp_path / "t.json"
+    first = _build(out, space, rounds=1)
+    measured = []
+    real = lat.measure_archs
+
+    def counted(sp, archs, *a, **k):
+        measured.append(archs)
+        return real(sp, archs, *a, **k)
+
+    monkeypatch.setattr(lat, "measure_archs", counted)
+    again = _build(out, space, rounds=1)  # same seed: the finished table's archs are kept
+    assert not measured and again.archs_ms == first.archs_ms
+    other = _build(out, space, rounds=1, seed=7)
+    assert len(measured) == 1 and other.meta["overhead_seed"] == 7
+    rng = np.random.default_rng(7)
+    assert [space.to_str(a) for a in measured[0]] == [space.to_str(space.sample(rng)) for _ in range(2)]
 
 
 def test_a_unit_is_timed_cold_over_copies_with_their_own_weights():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bench.photos import make_photo_folder
+from core.errors import UserError
 from retrain.config import ExportConfig, RetrainConfig
 from retrain.export import main as export_main
 from retrain.train import RetrainTrainer
@@ -168,3 +169,6 @@ def test_gradnorm_reads_an_image_folder_and_feeds_each_architecture_its_resoluti
     scores = [proxy(space.largest()), proxy(space.smallest())]
     assert all(math.isfinite(v) for v in scores) and scores[0] != scores[1]
     assert {r for s in seen for r, _ in s.seen} == {24, 32} and all(r == got for s in seen for r, got in s.seen)
+
+    with pytest.raises(UserError, match="gradnorm needs a batch of 64"):  # 12 training images
+        GradNorm(space, cfg, reps=2, batch_size=64)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from core.data import TensorLoader, load_data_for
 from core.data.folder import TransformOptions, decode_split
+from core.errors import UserError
 from core.runtime import select_device
 from supernet.spaces.base import Space
 
@@ -41,7 +42,8 @@ class GradNorm:
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
             opt, workers = TransformOptions.from_config(cfg), getattr(cfg, "workers", -1)
             timeout, strict = getattr(cfg, "loader_timeout", 300.0), getattr(cfg, "strict_images", False)
-            first = train.subset(pick[: reps * batch_size])
+            spare = max(8, reps * batch_size // 10)  # undecodable files are skipped: keep the batches full
+            first = train.subset(pick[: reps * batch_size + spare])
             train = decode_split(first, data.image_size, opt, workers, timeout, strict)
         loader = TensorLoader(
             train, batch_size, shuffle=True, drop_last=True, mean=data.mean, std=data.std,
@@ -52,6 +54,10 @@ class GradNorm:
             self.batches.append((x, y))
             if len(self.batches) == reps:
                 break
+        if not self.batches:
+            raise UserError(
+                f"gradnorm needs a batch of {batch_size} training images and got fewer; add images or lower the batch"
+            )
         self.cache: dict[Hashable, float] = {}
 
     def __call__(self, arch: Hashable) -> float:

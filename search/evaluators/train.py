@@ -114,6 +114,10 @@ class TrainingEvaluator:
                     if step % LOSS_READ_EVERY == 0 or step == steps:
                         _check_finite(loss_sum, step)
                 wait += getattr(train, "wait_s", 0.0)
+            _check_finite(loss_sum, step)  # steps since the last read (a skipped batch can leave some)
+            finite = [p.isfinite().all() for p in net.parameters()]
+            if finite and not torch.stack(finite).all():
+                raise FloatingPointError(f"weights are not finite after step {step}: this architecture diverged")
         finally:
             if isinstance(train, FolderLoader):
                 train.close()
