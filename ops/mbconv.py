@@ -127,9 +127,11 @@ class DynamicMBConv(nn.Module):
     def forward(self, x: torch.Tensor, kernel: int, expand: int, out_ch: int) -> torch.Tensor:
         in_ch = x.shape[1]
         mid = in_ch * expand
-        y = x if expand == 1 else F.silu(_bn(self.bn1, F.conv2d(x, self.conv_pw.weight[:mid, :in_ch]), mid))
+        # SiLU in place on the BatchNorm outputs, as the static block does: BatchNorm's backward needs
+        # its input, not its output, and at ImageNet size a fresh activation tensor per call costs time.
+        y = x if expand == 1 else F.silu(_bn(self.bn1, F.conv2d(x, self.conv_pw.weight[:mid, :in_ch]), mid), True)
         y = F.conv2d(y, self.kernel(mid, kernel), None, self.stride, kernel // 2, 1, mid)
-        y = F.silu(_bn(self.bn2, y, mid))
+        y = F.silu(_bn(self.bn2, y, mid), True)
         if self.se is not None:
             rd = se_channels(in_ch, self.se_ratio)
             r, e = self.se.conv_reduce, self.se.conv_expand

@@ -19,7 +19,7 @@ from torch import nn
 
 from core.checkpoint import check_classes, save_checkpoint
 from core.data import TRAIN_AUGMENT, Augment, ImageSet, TensorLoader
-from core.data.folder import FolderLoader, TransformOptions, decode_split
+from core.data.folder import FolderLoader, MultiRes, TransformOptions, decode_split, pick
 from core.errors import CheckpointError, UserError
 from core.rundir import RunDir
 from core.trainer import Trainer
@@ -39,8 +39,9 @@ class MultiPath(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, archs: list[Hashable]) -> list[torch.Tensor]:
-        return [self.net(x, a) for a in archs]
+    def forward(self, x: torch.Tensor | MultiRes, archs: list[Hashable]) -> list[torch.Tensor]:
+        # a batch at several resolutions: each subnet takes the crops at the resolution it names
+        return [self.net(pick(x, int(getattr(a, "resolution", 0))), a) for a in archs]
 
 
 def step_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: SupernetConfig) -> torch.Tensor:
@@ -105,8 +106,8 @@ class SupernetTrainer(Trainer):
             shard=(self.rank, self.world),
         )
         if isinstance(loader, FolderLoader) and hasattr(self.space, "resolutions"):
-            # per-batch resolution: the workers crop each step's batch at the largest resolution of the
-            # subnets sampled for that step (a function of seed and step: the same on every rank)
+            # per-batch resolution: the workers crop each step's batch at the resolution of every subnet
+            # sampled for that step (a function of seed and step: the same on every rank)
             loader.resolution_of = self.step_resolution
         self.set_schedule(loader, len(self.data.train), self.net)
         self.split_step = int(cfg.few_shot_warmup * self.total_steps)
@@ -116,9 +117,11 @@ class SupernetTrainer(Trainer):
         self.panel = panel(self.space, cfg.seed, cfg.panel_random, extremes)
         self.open_stage(RunDir(cfg.run_dir).supernet)
 
-    def step_resolution(self, step: int) -> int:
-        """The crop size of step `step`: the largest resolution among the subnets sampled for it."""
-        return max(int(getattr(a, "resolution", 0)) for a in self.sampler.archs(step)) or self.data.image_size
+    def step_resolution(self, step: int) -> int | tuple[int, ...]:
+        """The crop size(s) of step `step`: the resolutions of the subnets sampled for it, largest first
+        (one int when they all name the same)."""
+        sizes = sorted({int(getattr(a, "resolution", 0)) or self.data.image_size for a in self.sampler.archs(step)})
+        return sizes[0] if len(sizes) == 1 else tuple(reversed(sizes))
 
     def _loader(self, data: Any, batch: int, **kw: Any) -> TensorLoader | FolderLoader:
         if data.on_workers:

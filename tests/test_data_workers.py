@@ -10,7 +10,7 @@ import torch
 
 from bench.photos import make_photo_folder
 from core.data import load_data
-from core.data.folder import FolderLoader, TransformOptions, decode_split
+from core.data.folder import FolderLoader, MultiRes, TransformOptions, decode_split
 from core.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -83,6 +83,27 @@ def test_per_batch_resolution_reaches_the_crops(photos):
     assert sizes == [40, 24]
     loader.set_epoch(1)
     assert [x.shape[-1] for x, _ in loader] == [40, 24]  # step = epoch * batches + batch
+
+
+def test_a_step_at_several_resolutions_gets_one_view_cropped_at_each(photos):
+    """A sandwich step whose subnets name 40 and 24 px: the workers crop each image's one random view
+    at both sizes (no interpolation of a batch); each size is what a step at that size alone gets."""
+    data = _data(photos, image_size=32)
+    kw = {"train": True, "shuffle": True, "drop_last": True, "transform": TransformOptions(draft=False)}
+    both = _loader(data.train, **kw)
+    both.resolution_of = lambda step: (24, 40, 24)
+    x, _ = next(iter(both))
+    assert isinstance(x, MultiRes) and sorted(x) == [24, 40] and len(x) == 4
+    assert x[40].shape == (4, 3, 40, 40) and x[24].shape == (4, 3, 24, 24)
+    for size in (40, 24):
+        alone = _loader(data.train, **kw)
+        alone.resolution_of = lambda step, size=size: size
+        assert torch.equal(next(iter(alone))[0], x[size]), size  # same crop box, flip and draws
+    # the two sizes show the same view: the 40-px crops, downsized, are close to the 24-px ones
+    small = torch.nn.functional.interpolate(x[40], size=(24, 24), mode="bilinear", antialias=True)
+    other = _loader(data.train, **{**kw, "seed": 4})
+    other.resolution_of = lambda step: 24
+    assert (small - x[24]).abs().mean() < 0.5 * (small - next(iter(other))[0]).abs().mean()
 
 
 def test_corrupt_truncated_and_empty_files_are_skipped_and_counted(photos, tmp_path, caplog):

@@ -55,10 +55,13 @@ def test_an_architecture_sees_its_own_resolution_everywhere(photos, tmp_path):
                          checkpoint_minutes=0, **DATA)  # fmt: skip
     trainer = SupernetTrainer(cfg)
     sizes = Sizes(trainer.net)
-    assert [trainer.step_resolution(s) for s in range(2)] == [32, 32]
+    given = []  # (resolution the arch names, size of the batch the supernet is called with)
+    trainer.net.register_forward_pre_hook(lambda _, args: given.append((args[1].resolution, args[0].shape[-1])))
+    assert [trainer.step_resolution(s) for s in range(2)] == [(32, 24), (32, 24)]
     trainer.fit()
     assert {r for r, _ in sizes.seen} == {24, 32}
     assert all(r == got for r, got in sizes.seen), sizes.seen
+    assert {r for r, _ in given} == {24, 32} and all(r == got for r, got in given), given  # crops, no interpolation
 
     # search scoring: each candidate on the search split decoded at its resolution
     evaluator = SupernetEvaluator(space, tmp_path / "supernet" / "last.pt", device="cpu", recal_images=4,

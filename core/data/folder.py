@@ -18,7 +18,10 @@ needs the whole batch (Mixup/CutMix, random erasing) runs on the device after th
 Every random draw of an image comes from seeds fixed by (seed, epoch, image index) alone, so a batch
 is the same whatever the worker count or the position a resumed run starts from. Each rank reads its
 own shard (`DistributedSampler`, `set_epoch` every epoch). The resolution of a batch may change from
-step to step (`resolution_of`): the workers crop at that resolution.
+step to step (`resolution_of`): the workers crop at that resolution. A step may ask for several
+(the subnets of a sandwich step at their own resolutions): each image is then decoded once and its
+one random view (crop box, flip, policy) is cropped at every size asked for, and the loader yields a
+`MultiRes` batch, one tensor per size; no batch is interpolated.
 
 A file that cannot be decoded (corrupt, truncated, empty, over PIL's decompression-bomb limit) is
 skipped with a warning and counted (`skipped`), unless `strict` makes it a one-line error.
@@ -137,6 +140,21 @@ class DraftResizedCrop:
             return F.resized_crop(img, i, j, h, w, list(c.size), mode)
         return img.resize((out_w, out_h), F.pil_modes_mapping[mode], box=(j / s, i / s, (j + w) / s, (i + h) / s))
 
+    def many(self, img: Any, sizes: tuple[int, ...]) -> list[Any]:
+        """One random crop box of `img` (the draws of `__call__`), resized to each of `sizes` (square)."""
+        from torchvision.transforms import functional as F
+
+        c = self.crop
+        i, j, h, w = c.get_params(img, c.scale, c.ratio)
+        mode = random.choice(c.interpolation) if isinstance(c.interpolation, (tuple, list)) else c.interpolation
+        big = max(sizes)
+        s = _draft(img, min(h // big, w // big)) if self.draft else 1  # enough pixels for the largest size
+        img = img.convert("RGB")
+        if s == 1:
+            return [F.resized_crop(img, i, j, h, w, [size, size], mode) for size in sizes]
+        box = (j / s, i / s, (j + w) / s, (i + h) / s)
+        return [img.resize((size, size), F.pil_modes_mapping[mode], box=box) for size in sizes]
+
 
 class DraftResize:
     """torchvision's Resize of the shorter side on an undecoded image: the output size of the full
@@ -209,8 +227,32 @@ def _mix(*values: int) -> int:
     return h
 
 
+class MultiRes(dict):
+    """One batch at several resolutions: {size: tensor}, the same images and views at each size.
+
+    A supernet step whose subnets name different resolutions gets one of these; each subnet takes
+    the tensor at its own size (`pick`)."""
+
+    @property
+    def shape(self) -> torch.Size:  # of the largest: batch size and channels are the same for all
+        return self[max(self)].shape
+
+    def __len__(self) -> int:  # the batch size, as for a tensor
+        return int(self.shape[0])
+
+
+def pick(x: torch.Tensor | MultiRes, size: int) -> torch.Tensor:
+    """The batch at `size` from a `MultiRes` (a plain tensor is returned as it is)."""
+    if not isinstance(x, MultiRes):
+        return x
+    if size not in x:
+        raise UserError(f"a batch at {sorted(x)} px has no crops at {size} px; this is a bug in the step's sizes")
+    return x[size]
+
+
 class _Images(torch.utils.data.Dataset):
-    """Items (row, epoch, resolution) -> (uint8 CHW tensor, label), or an error string for a bad file."""
+    """Items (row, epoch, resolution or tuple of resolutions) -> (uint8 CHW tensor, or a tuple of them
+    one per resolution, label), or an error string for a bad file."""
 
     def __init__(self, files: FileList, labels: torch.Tensor, train: bool, opt: TransformOptions, seed: int) -> None:
         self.files, self.labels = files, labels.tolist()
@@ -227,36 +269,56 @@ class _Images(torch.utils.data.Dataset):
             self._transforms[size] = split_transform(make(size, self.opt), self.train, self.opt.draft)
         return self._transforms[size]
 
-    def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor | str, int]:
+    def __getitem__(self, item: tuple[int, int, int | tuple[int, ...]]) -> tuple[Any, int]:
         from PIL import Image
 
         i, epoch, size = item
+        sizes = size if isinstance(size, tuple) else (size,)
         if self.train:  # timm and torchvision draw from python's, numpy's and torch's global generators
             s = _mix(self.seed, epoch, i)
             random.seed(s)
             np.random.seed(s % 2**32)
             torch.random.default_generator.manual_seed(s)  # far cheaper per image than torch.manual_seed
         name = self.files.name(i)
-        first, rest = self.transform(size)
+        first, rest = self.transform(max(sizes))
+        several = len(sizes) > 1 and isinstance(first, DraftResizedCrop)
         try:
             raw = self.files.source.read(int(self.files.index[i]))
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = first(Image.open(io.BytesIO(raw)))  # decodes (at a reduced scale where that is enough)
+                img = Image.open(io.BytesIO(raw))
+                # decodes (at a reduced scale where that is enough), then crops or resizes
+                img = first.many(img, sizes) if several else first(img)
         except UserError as exc:
             return str(exc), self.labels[i]
         except Exception as exc:  # corrupt, truncated, empty, a decompression bomb: all one bad file
             return f"cannot decode image {name}: {failure_reason(exc)}", self.labels[i]
-        return rest(img), self.labels[i]
+        if len(sizes) == 1:
+            return rest(img), self.labels[i]
+        if not several:  # an unexpected transform layout: the full transform at each size, same draws
+            img = [img] * len(sizes)
+        state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+        out = []
+        for size, view in zip(sizes, img):
+            # the same flip and policy draws at every size: the views differ in resolution only
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+            torch.random.set_rng_state(state[2])
+            out.append(self.transform(size)[1](view))
+        return tuple(out), self.labels[i]
 
 
-def _collate(items: list[tuple[torch.Tensor | str, int]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack the good images; the bad ones travel as messages (counted and reported by the loader)."""
-    good = [(x, y) for x, y in items if isinstance(x, torch.Tensor)]
+def _collate(items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor, list[str]]:
+    """Stack the good images (per size, for several); the bad ones travel as messages (counted and
+    reported by the loader)."""
+    good = [(x, y) for x, y in items if not isinstance(x, str)]
     bad = [x for x, _ in items if isinstance(x, str)]
     if not good:
         return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), bad
-    x = torch.stack([x for x, _ in good])
+    if isinstance(good[0][0], tuple):
+        x: Any = tuple(torch.stack(views) for views in zip(*(x for x, _ in good)))
+    else:
+        x = torch.stack([x for x, _ in good])
     return x, torch.tensor([y for _, y in good], dtype=torch.int64), bad
 
 
@@ -281,18 +343,21 @@ class _Batches(torch.utils.data.Sampler):
         )
         self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch, self.start = 0, 0
-        self.resolution_of: Callable[[int], int] = lambda step: 0
+        self.resolution_of: Callable[[int], int | tuple[int, ...]] = lambda step: 0
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int | tuple[int, ...]]]]:
         self.sampler.set_epoch(self.epoch)
         rows = list(self.sampler)
         total = len(self)
         for b in range(self.start, total):
             size = self.resolution_of(self.epoch * total + b)
+            if isinstance(size, (tuple, list)):  # several sizes: largest first, each once
+                size = tuple(sorted({int(v) for v in size}, reverse=True))
+                size = size[0] if len(size) == 1 else size
             yield [(i, self.epoch, size) for i in rows[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
@@ -301,7 +366,8 @@ class FolderLoader:
 
     The interface of `TensorLoader` (`set_epoch`, `iter_from`, `len`, `device`, `world`, `labels`),
     plus `skipped` (bad files skipped this epoch), `wait_s` (time the caller waited for data this
-    epoch) and `resolution_of` (step -> crop size; the fixed `size` by default).
+    epoch) and `resolution_of` (step -> crop size, or a tuple of sizes for a `MultiRes` batch; the
+    fixed `size` by default).
     """
 
     def __init__(
@@ -353,11 +419,11 @@ class FolderLoader:
         self.loader._iterator = None
 
     @property
-    def resolution_of(self) -> Callable[[int], int]:
+    def resolution_of(self) -> Callable[[int], int | tuple[int, ...]]:
         return self.batches.resolution_of
 
     @resolution_of.setter
-    def resolution_of(self, fn: Callable[[int], int]) -> None:
+    def resolution_of(self, fn: Callable[[int], int | tuple[int, ...]]) -> None:
         self.batches.resolution_of = fn
 
     def set_epoch(self, epoch: int) -> None:
@@ -389,8 +455,11 @@ class FolderLoader:
                 yield self.finish(x, y, start_batch)
             start_batch += 1
 
-    def finish(self, x: torch.Tensor, y: torch.Tensor, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A uint8 batch from the workers, on the device and normalised (subclasses add batch-level steps)."""
+    def finish(self, x: Any, y: torch.Tensor, batch_index: int) -> tuple[Any, torch.Tensor]:
+        """A uint8 batch from the workers, on the device and normalised (subclasses add batch-level steps);
+        a batch at several sizes becomes a `MultiRes`."""
+        if isinstance(x, tuple):
+            return MultiRes((v.shape[-1], self.to_device(v)) for v in x), y.to(self.device, non_blocking=True)
         return self.to_device(x), y.to(self.device, non_blocking=True)
 
     def _bad(self, messages: list[str]) -> None:

@@ -64,6 +64,7 @@ class LaNAS(Searcher):
         kick: int = 5,
         pending: str = "ignore",
         lie: str = "mean",
+        fill: str = "uniform",
     ) -> None:
         super().__init__(space, rng_seed, constraint)
         check_opt(height >= 1, f"lanas: height must be >= 1, got {height}")
@@ -92,6 +93,8 @@ class LaNAS(Searcher):
         self.pending_mode = pending
         check_opt(lie in ("mean", "min", "max"), f"lanas: lie must be mean, min or max, not {lie!r}")
         self.lie = lie  # the constant liar's value: the mean, lowest or highest observed metric
+        check_opt(fill in ("uniform", "mutate"), f"lanas: fill must be uniform or mutate, not {fill!r}")
+        self.fill = fill
         self._real_built = 0  # finite observations in the current tree (members beyond are pending lies)
         self._epoch = 0  # index into the finite observations where the current climb started
         self._enc: list[np.ndarray] = []  # encodings of finite observations, same order as _y
@@ -175,7 +178,12 @@ class LaNAS(Searcher):
             # Proposals in flight elsewhere (asynchronous search) are not counted: their results are
             # not known yet, and a climb started from a tree of two or three results goes astray.
             if len(self._y) + len(out) < self.init_samples or len(self._y) < 2:
-                arch, leaf = self.random_new(), -1
+                enough = len(self._y) + len(self.pending) + len(out) >= self.init_samples
+                if self.fill == "mutate" and enough and len(self._y) >= 2:
+                    arch = self._kicked(kick=1) or self.random_new()
+                else:
+                    arch = self.random_new()
+                leaf = -1
             else:
                 self._maybe_rebuild()
                 assert self.tree is not None
@@ -295,12 +303,12 @@ class LaNAS(Searcher):
         mutate: Callable[[Arch, np.random.Generator], Arch] = self.space.mutate
         return list({mutate(p, self.rng): None for p in parents for _ in range(self.mutations)})
 
-    def _kicked(self, tries: int = 100) -> Arch | None:
+    def _kicked(self, tries: int = 100, kick: int | None = None) -> Arch | None:
         """A new feasible arch `kick` random mutations away from the best observed one (bounded)."""
         best = self._fin_archs[int(np.argmax(self._y))]
         for _ in range(tries):
             arch = best
-            for _ in range(self.kick):
+            for _ in range(self.kick if kick is None else kick):
                 arch = self.space.mutate(arch, self.rng)
             if self.is_new(arch):
                 return arch

@@ -137,7 +137,7 @@ class MBConvSupernet(nn.Module):
         for stage, d, k, e, c in self.plan(arch):
             x = self.stages[stage][d](x, k, e, c)
         x = F.conv2d(x, self.conv_head.weight[:, : x.shape[1]])
-        x = F.silu(self.bn_head(x))
+        x = F.silu(self.bn_head(x), True)
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
