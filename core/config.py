@@ -72,8 +72,11 @@ class CommonConfig:
     interpolation: str = opt(
         "bilinear", "workers path: resampling of crops and resizes", choices=("bilinear", "bicubic", "random")
     )
-    jpeg_draft: bool = opt(
-        True, "workers path: decode a JPEG at 1/2-1/8 scale (libjpeg DCT scaling) when its crop or resize is that small"
+    jpeg_draft: str = opt(
+        "eval",
+        "workers path: decode a JPEG at 1/2-1/8 scale (libjpeg DCT scaling) when its resize (eval) or also its "
+        "random crop (all) is that small; off: always in full",
+        choices=("eval", "all", "off"),
     )
     strict_images: bool = opt(False, "stop at an undecodable image instead of skipping it (workers path)")
     loader_timeout: float = opt(300.0, "seconds to wait for a data-loader worker's batch before stopping with an error")

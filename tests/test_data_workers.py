@@ -166,7 +166,7 @@ def test_reduced_size_jpeg_decoding_stays_close_to_the_full_decode(photos, train
     scales = []
     real = folder._draft
     monkeypatch.setattr(folder, "_draft", lambda img, factor: scales.append(real(img, factor)) or scales[-1])
-    opt = TransformOptions(crop_scale=(0.5, 1.0)) if train else TransformOptions()
+    opt = TransformOptions(crop_scale=(0.5, 1.0), draft_train=True) if train else TransformOptions()
     data = _data(photos)
     full = folder._Images(data.train.images, data.train.labels, train, dataclasses.replace(opt, draft=False), seed=0)
     fast = folder._Images(data.train.images, data.train.labels, train, opt, seed=0)
@@ -180,3 +180,23 @@ def test_reduced_size_jpeg_decoding_stays_close_to_the_full_decode(photos, train
     assert sum(s > 1 for s in scales) >= len(psnr) // 2, f"reduced-size decoding should apply to most images: {scales}"
     assert min(psnr) >= 28.0 and sorted(psnr)[len(psnr) // 2] >= 32.0, psnr
     assert max(psnr) < 99.0  # the two paths did differ: the comparison can fail
+
+
+def test_reduced_size_decoding_is_for_evaluation_unless_asked_for_training_too(photos, monkeypatch):
+    """`--jpeg-draft eval` (default): evaluation resizes ask libjpeg for a reduced decode, training crops
+    do not; `all`: both; `off`: neither."""
+    from types import SimpleNamespace
+
+    from core.data import folder
+
+    data = _data(photos)
+    asked = []
+    real = folder._draft
+    monkeypatch.setattr(folder, "_draft", lambda img, factor: asked.append(factor) or real(img, factor))
+    for mode, expect in (("eval", (False, True)), ("all", (True, True)), ("off", (False, False))):
+        opt = TransformOptions.from_config(SimpleNamespace(jpeg_draft=mode, crop_scale=(0.5, 1.0)))
+        for train, want in zip((True, False), expect):
+            asked.clear()
+            images = folder._Images(data.train.images, data.train.labels, train, opt, seed=0)
+            x, _ = images[0, 0, 96]
+            assert x.shape == (3, 96, 96) and bool(asked) == want, (mode, train, asked)

@@ -74,19 +74,27 @@ def test_asynchronous_searchers_never_propose_a_pending_or_done_arch(name, opts)
 
 
 def test_lanas_starts_climbing_when_init_samples_results_are_in_not_proposed():
-    """With proposals in flight, LaNAS keeps sampling uniformly until `init_samples` results are known."""
+    """With proposals in flight, LaNAS starts its tree when `init_samples` results are known; meanwhile
+    it samples uniformly (`fill=uniform`) or, the default, tries neighbours of the best result."""
     space = ToySpace(**TOY)
-    searcher = make_searcher("lanas", space, 0, init_samples=4)
-    first = searcher.propose(6)
-    searcher.observe(first[:3], [space.score(a) for a in first[:3]])  # 3 results in, 3 still in flight
-    uniform = []
-    real = searcher.random_new
-    searcher.random_new = lambda: uniform.append(1) or real()
-    searcher.propose(1)
-    assert uniform and searcher.last_regions[-1] == (None, -1)  # a uniform sample: 3 results are not enough
-    searcher.observe(first[3:4], [space.score(first[3])])
-    searcher.propose(1)
-    assert searcher.last_regions[-1][1] >= 0  # 4 results in: drawn inside a node of the tree
+    for fill in ("uniform", "mutate"):
+        searcher = make_searcher("lanas", space, 0, init_samples=4, fill=fill)
+        first = searcher.propose(6)
+        scores = [space.score(a) for a in first[:3]]
+        searcher.observe(first[:3], scores)  # 3 results in, 3 still in flight
+        uniform = []
+        real = searcher.random_new
+        searcher.random_new = lambda real=real, uniform=uniform: uniform.append(1) or real()
+        (arch,) = searcher.propose(1)
+        assert searcher.last_regions[-1] == (None, -1)  # not from a tree: 3 results are not enough
+        best = first[scores.index(max(scores))]
+        if fill == "uniform":
+            assert uniform
+        else:
+            assert not uniform and sum(a != b for a, b in zip(arch, best)) == 1  # one decision changed
+        searcher.observe(first[3:4], [space.score(first[3])])
+        searcher.propose(1)
+        assert searcher.last_regions[-1][1] >= 0  # 4 results in: drawn inside a node of the tree
 
 
 def test_a_lost_trial_is_retried_up_to_max_retries_then_recorded_as_failed():

@@ -8,7 +8,7 @@ thread each, with pinned memory, prefetch and persistent workers:
   the chosen policy (RandAugment, AutoAugment), all in the workers;
 - evaluation: resize to `size / crop_pct`, then a centre crop (`crop_pct` 0.875 by default).
 
-A JPEG is opened undecoded, and the first step (the random crop, or the evaluation resize) asks
+A JPEG is opened undecoded, and the evaluation resize (with `draft_train`, also the random crop) asks
 libjpeg for a 1/2, 1/4 or 1/8-scale decode when its output is at most that fraction of the region it
 covers (PIL `draft`); the random draws, the crop box and the output size are those of the full decode.
 
@@ -64,6 +64,9 @@ class TransformOptions:
     randaugment_m: int = 9
     interpolation: str = "bilinear"  # of crops and resizes: bilinear (timm's create_transform), bicubic, random
     draft: bool = True  # JPEGs decoded at 1/2-1/8 scale when the output is at most half the region it covers
+    # ... in the training transform too: off by default, since a random crop of an ImageNet-sized photo is
+    # seldom twice the output, and it did not pay there in `bench-data` (docs/benchmarks.md)
+    draft_train: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> TransformOptions:
@@ -76,7 +79,8 @@ class TransformOptions:
             randaugment_n=getattr(cfg, "randaugment_n", 2),
             randaugment_m=getattr(cfg, "randaugment_m", 9),
             interpolation=getattr(cfg, "interpolation", cls.interpolation),
-            draft=getattr(cfg, "jpeg_draft", cls.draft),
+            draft=getattr(cfg, "jpeg_draft", "eval") != "off",
+            draft_train=getattr(cfg, "jpeg_draft", "eval") == "all",
         )
 
     def timm_policy(self) -> str | None:
@@ -266,7 +270,8 @@ class _Images(torch.utils.data.Dataset):
         """(decode and crop or resize, the rest of the transform) at `size`."""
         if size not in self._transforms:
             make = train_transform if self.train else eval_transform
-            self._transforms[size] = split_transform(make(size, self.opt), self.train, self.opt.draft)
+            draft = self.opt.draft and (self.opt.draft_train or not self.train)
+            self._transforms[size] = split_transform(make(size, self.opt), self.train, draft)
         return self._transforms[size]
 
     def __getitem__(self, item: tuple[int, int, int | tuple[int, ...]]) -> tuple[Any, int]:
@@ -399,6 +404,8 @@ class FolderLoader:
         self.workers = default_workers() if workers < 0 else workers
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        # (x - mean) / std as x * scale + shift: a multiply and an add are cheaper than a division
+        self.scale, self.shift = 1 / self.std, -self.mean / self.std
         self.batches = _Batches(len(files), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, shard=shard)
         self.batches.resolution_of = lambda step: self.size
         w = self.workers
@@ -470,7 +477,7 @@ class FolderLoader:
             log.warning("%s: skipped", m)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)  # in place: no temporaries
+        x = x.to(self.device, non_blocking=True).float().mul_(self.scale).add_(self.shift)  # in place: no temporaries
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def decode_all(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,7 +64,7 @@ class LaNAS(Searcher):
         kick: int = 5,
         pending: str = "ignore",
         lie: str = "mean",
-        fill: str = "uniform",
+        fill: str = "mutate",
     ) -> None:
         super().__init__(space, rng_seed, constraint)
         check_opt(height >= 1, f"lanas: height must be >= 1, got {height}")
@@ -94,6 +94,9 @@ class LaNAS(Searcher):
         check_opt(lie in ("mean", "min", "max"), f"lanas: lie must be mean, min or max, not {lie!r}")
         self.lie = lie  # the constant liar's value: the mean, lowest or highest observed metric
         check_opt(fill in ("uniform", "mutate"), f"lanas: fill must be uniform or mutate, not {fill!r}")
+        # Asynchronous search, before `init_samples` results are in but once that many are proposed:
+        # "mutate" proposes one-decision mutations of the best result so far, "uniform" more uniform
+        # samples. With one in flight the case never arises, so the choice changes nothing there.
         self.fill = fill
         self._real_built = 0  # finite observations in the current tree (members beyond are pending lies)
         self._epoch = 0  # index into the finite observations where the current climb started
@@ -176,7 +179,9 @@ class LaNAS(Searcher):
         for _ in range(n):
             # Uniform samples until `init_samples` results are in (those of this batch counted ahead).
             # Proposals in flight elsewhere (asynchronous search) are not counted: their results are
-            # not known yet, and a climb started from a tree of two or three results goes astray.
+            # not known yet, and a climb started from a tree of two or three results goes astray. Once
+            # `init_samples` are proposed, though, more uniform samples add little: `fill="mutate"`
+            # tries neighbours of the best result while the rest of the initial samples finish.
             if len(self._y) + len(out) < self.init_samples or len(self._y) < 2:
                 enough = len(self._y) + len(self.pending) + len(out) >= self.init_samples
                 if self.fill == "mutate" and enough and len(self._y) >= 2:

@@ -131,7 +131,9 @@ class MBConvSupernet(nn.Module):
     def forward(self, x: torch.Tensor, arch: object = None) -> torch.Tensor:
         arch = self._active if arch is None else arch
         size = int(getattr(arch, "resolution", 0) or 0)
-        if size and tuple(x.shape[-2:]) != (size, size):  # a subnet sees its own resolution, whatever the batch
+        # a subnet sees its own resolution, whatever the batch: the worker path crops at it (MultiRes),
+        # the in-memory path (small data at one stored size) is resized here
+        if size and tuple(x.shape[-2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
         x = self.stem(x)
         for stage, d, k, e, c in self.plan(arch):
