@@ -31,11 +31,20 @@ MAX_IMAGE_SIZE = 4096  # pixels a side; a larger size is decoded into memory for
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch's generators take seeds in 0 .. 2**32 - 1
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:  # noqa: A002
-    """A dataclass field with its `--help` text (and optional allowed values)."""
-    meta = {"help": help}
+def opt(
+    default: Any,
+    help: str,  # noqa: A002
+    choices: tuple | None = None,
+    aliases: dict[str, str] | None = None,
+    **kw: Any,
+) -> Any:
+    """A dataclass field with its `--help` text (and optional allowed values, and old spellings of them:
+    `aliases` maps the text of an old value, e.g. "True" for a former boolean, to its choice)."""
+    meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if aliases:
+        meta["aliases"] = aliases
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -77,6 +86,8 @@ class CommonConfig:
         "workers path: decode a JPEG at 1/2-1/8 scale (libjpeg DCT scaling) when its resize (eval) or also its "
         "random crop (all) is that small; off: always in full",
         choices=("eval", "all", "off"),
+        # it was a boolean: on meant the training crops too
+        aliases={"True": "all", "true": "all", "False": "off", "false": "off"},
     )
     strict_images: bool = opt(False, "stop at an undecodable image instead of skipping it (workers path)")
     loader_timeout: float = opt(300.0, "seconds to wait for a data-loader worker's batch before stopping with an error")
@@ -86,6 +97,9 @@ class CommonConfig:
     def validate(self) -> None:
         """Raise `UserError` naming the first bad value. Subclasses extend it."""
         check_values(self)
+        self.jpeg_draft = resolve_alias(self, "jpeg_draft")
+        if self.jpeg_draft not in ("eval", "all", "off"):
+            raise UserError(f"--jpeg-draft {brief(self.jpeg_draft, 40)}: use eval, all or off")
         if self.image_size > MAX_IMAGE_SIZE:
             raise UserError(f"--image-size {self.image_size} is too large; use at most {MAX_IMAGE_SIZE} (0: native)")
         if self.search_size < 0:
@@ -312,6 +326,13 @@ def section(data: dict[str, Any], stage: str, stages: tuple[str, ...]) -> dict[s
     return out
 
 
+def resolve_alias(cfg: Any, name: str, value: Any = None) -> Any:
+    """Option `name`'s value (or `value`) with an old spelling replaced by its choice (see `opt`)."""
+    value = getattr(cfg, name) if value is None else value
+    aliases = {f.name: f.metadata.get("aliases") for f in dataclasses.fields(cfg)}.get(name) or {}
+    return aliases.get(str(value), value)
+
+
 def build_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
     """Instantiate `cls` from a mapping, rejecting unknown keys with a one-line error."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -320,7 +341,7 @@ def build_config(cls: type[T], values: dict[str, Any], source: str = "config") -
         name = key.replace("-", "_")
         if name not in names:
             raise UserError(f"unknown option {key!r} in {source}; see --help for the valid options")
-        clean[name] = _coerce(cls, name, value)
+        clean[name] = resolve_alias(cls, name, _coerce(cls, name, value))
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices")
         if choices and f.name in clean and clean[f.name] not in choices:

@@ -227,10 +227,13 @@ class Trainer:
                     except StopIteration:
                         break
                     self.wait_s += time.monotonic() - t_wait
-                    out = self.train_step(x, y)
-                    seen += len(y) * self.world
-                    if out is not None:
-                        self.record_step(out)
+                    if len(y):
+                        out = self.train_step(x, y)
+                        seen += len(y) * self.world
+                        if out is not None:
+                            self.record_step(out)
+                    else:  # every image of the batch was undecodable (skipped, counted): the step, no update
+                        self.step += 1
                     if self._loss_n >= LOSS_READ_EVERY:
                         self.read_losses()
                         elapsed = max(time.monotonic() - t0, 1e-9)

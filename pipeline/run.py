@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.checkpoint import load_checkpoint
-from core.config import build_config, load_yaml
+from core.config import build_config, load_yaml, resolve_alias
 from core.errors import CheckpointError, UserError
 from core.jsonl import read_jsonl
 from core.rundir import RunDir, commit_run_config
@@ -42,6 +42,9 @@ def check_same_run(cfg: PipelineConfig, run_dir: Path) -> None:
     if not record.exists():
         return
     saved = load_yaml(record)
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if isinstance(saved, dict):  # an old spelling of a value (a former boolean) compares as its choice
+        saved = {k: resolve_alias(cfg, k, v) if k in names and v is not None else v for k, v in saved.items()}
     now = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # the record's own round trip
     # an option the record lacks (written before it existed) had its default value
     default = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(type(cfg)()), sort_keys=False))

@@ -35,13 +35,13 @@ log = logging.getLogger(__name__)
 class MultiPath(nn.Module):
     """Runs several subnets of one supernet in a single forward, so DDP sees one graph per step."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, default_size: int = 0) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.default_size = net, default_size
 
     def forward(self, x: torch.Tensor | MultiRes, archs: list[Hashable]) -> list[torch.Tensor]:
         # a batch at several resolutions: each subnet takes the crops at the resolution it names
-        return [self.net(pick(x, int(getattr(a, "resolution", 0))), a) for a in archs]
+        return [self.net(pick(x, int(getattr(a, "resolution", 0)) or self.default_size), a) for a in archs]
 
 
 def step_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: SupernetConfig) -> torch.Tensor:
@@ -84,7 +84,7 @@ class SupernetTrainer(Trainer):
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.model: nn.Module = MultiPath(net)
+        self.model: nn.Module = MultiPath(net, self.data.image_size)  # the size of an arch that names none
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # unsampled ops get no gradient in a step: let DDP find them each iteration
@@ -109,6 +109,7 @@ class SupernetTrainer(Trainer):
             # per-batch resolution: the workers crop each step's batch at the resolution of every subnet
             # sampled for that step (a function of seed and step: the same on every rank)
             loader.resolution_of = self.step_resolution
+            loader.keep_empty = True  # a batch of bad files still counts as its step: resolutions stay aligned
         self.set_schedule(loader, len(self.data.train), self.net)
         self.split_step = int(cfg.few_shot_warmup * self.total_steps)
         self.best, self.summary = -math.inf, {}

@@ -200,3 +200,20 @@ def test_reduced_size_decoding_is_for_evaluation_unless_asked_for_training_too(p
             images = folder._Images(data.train.images, data.train.labels, train, opt, seed=0)
             x, _ = images[0, 0, 96]
             assert x.shape == (3, 96, 96) and bool(asked) == want, (mode, train, asked)
+
+
+def test_jpeg_draft_reads_its_former_boolean_spellings():
+    """`jpeg_draft` was a boolean (true: the training crops too): old configs and YAML's bare off load."""
+    import yaml
+
+    from core.config import build_config
+    from supernet.config import SupernetConfig
+
+    for value, want in ((True, "all"), (False, "off"), ("eval", "eval"), ("all", "all")):
+        assert build_config(SupernetConfig, {"jpeg_draft": value}).jpeg_draft == want, value
+    assert build_config(SupernetConfig, yaml.safe_load("jpeg_draft: off")).jpeg_draft == "off"  # YAML: False
+    assert SupernetConfig(jpeg_draft=False).jpeg_draft == "off"  # built in code
+    with pytest.raises(UserError, match="eval, all"):
+        build_config(SupernetConfig, {"jpeg_draft": "maybe"})
+    with pytest.raises(UserError, match="eval, all"):
+        SupernetConfig(jpeg_draft="maybe")

@@ -175,3 +175,30 @@ def test_gradnorm_reads_an_image_folder_and_feeds_each_architecture_its_resoluti
 
     with pytest.raises(UserError, match="gradnorm needs a batch of 64"):  # 12 training images
         GradNorm(space, cfg, reps=2, batch_size=64)
+
+
+def test_a_batch_of_only_bad_files_keeps_the_steps_and_their_resolutions_aligned(photos, tmp_path, monkeypatch):
+    """Every file of the second batch undecodable: that step is skipped, not shifted, so each later
+    step still gets the crops at its own subnets' resolutions, and the run ends at its step count."""
+    from core.data import folder
+
+    real, calls = folder._collate, [0]
+
+    def second_all_bad(items):
+        calls[0] += 1
+        if calls[0] == 2:
+            items = [("cannot decode image x: a test", y) for _, y in items]
+        return real(items)
+
+    monkeypatch.setattr(folder, "_collate", second_all_bad)
+    cfg = SupernetConfig(run_dir=str(tmp_path), data_dir=photos, space="mbconv", space_opts=SPACE, epochs=1,
+                         batch_size=4, strategy="sandwich", sandwich_k=1, recal_images=4, panel_random=0,
+                         checkpoint_minutes=0, **DATA)  # fmt: skip
+    trainer = SupernetTrainer(cfg)
+    given = []
+    trainer.net.register_forward_pre_hook(lambda _, args: given.append((args[1].resolution, args[0].shape[-1])))
+    trainer.fit()
+    assert trainer.step == trainer.total_steps == 3  # 12 training images, batch 4: 3 steps, one skipped
+    assert given and all(r == got for r, got in given), given
+    metrics = [json.loads(line) for line in (tmp_path / "supernet" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped_images"] for m in metrics if "skipped_images" in m] == [4]

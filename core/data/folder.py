@@ -286,31 +286,44 @@ class _Images(torch.utils.data.Dataset):
             torch.random.default_generator.manual_seed(s)  # far cheaper per image than torch.manual_seed
         name = self.files.name(i)
         first, rest = self.transform(max(sizes))
+        # several sizes from one random crop box: decoded once, cropped at each size
         several = len(sizes) > 1 and isinstance(first, DraftResizedCrop)
         try:
             raw = self.files.source.read(int(self.files.index[i]))
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(raw))
-                # decodes (at a reduced scale where that is enough), then crops or resizes
-                img = first.many(img, sizes) if several else first(img)
+                if len(sizes) == 1:  # decodes (at a reduced scale where that is enough), then crops or resizes
+                    views, after = [first(Image.open(io.BytesIO(raw)))], []
+                elif several:
+                    views = first.many(Image.open(io.BytesIO(raw)), sizes)
+                    after = [_rng_state()] * len(sizes)  # each size's flip and policy draws start here
+                else:  # a layout without a random crop (evaluation): the whole transform per size, same draws
+                    state, views, after = _rng_state(), [], []
+                    for each in sizes:
+                        _set_rng_state(state)
+                        views.append(self.transform(each)[0](Image.open(io.BytesIO(raw))))
+                        after.append(_rng_state())
         except UserError as exc:
             return str(exc), self.labels[i]
         except Exception as exc:  # corrupt, truncated, empty, a decompression bomb: all one bad file
             return f"cannot decode image {name}: {failure_reason(exc)}", self.labels[i]
         if len(sizes) == 1:
-            return rest(img), self.labels[i]
-        if not several:  # an unexpected transform layout: the full transform at each size, same draws
-            img = [img] * len(sizes)
-        state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+            return rest(views[0]), self.labels[i]
         out = []
-        for size, view in zip(sizes, img):
-            # the same flip and policy draws at every size: the views differ in resolution only
-            random.setstate(state[0])
-            np.random.set_state(state[1])
-            torch.random.set_rng_state(state[2])
-            out.append(self.transform(size)[1](view))
+        for each, view, state in zip(sizes, views, after):
+            _set_rng_state(state)  # the same draws at every size: the views differ in resolution only
+            out.append(self.transform(each)[1](view))
         return tuple(out), self.labels[i]
+
+
+def _rng_state() -> tuple[Any, Any, torch.Tensor]:
+    return random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+
+
+def _set_rng_state(state: tuple[Any, Any, torch.Tensor]) -> None:
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.random.set_rng_state(state[2])
 
 
 def _collate(items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor, list[str]]:
@@ -416,6 +429,9 @@ class FolderLoader:
         )  # fmt: skip
         self.timeout = timeout
         self.epoch, self.skipped, self.wait_s = 0, 0, 0.0
+        # yield a batch whose every file was bad as an empty one, so that the caller's step count stays
+        # the batch index (a training loop whose step picks the batch's resolution needs that)
+        self.keep_empty = False
         self.loader.dataset.transform(self.size)  # built (and timm imported) once here: forked workers inherit it
 
     def close(self) -> None:
@@ -460,6 +476,8 @@ class FolderLoader:
                 self._bad(bad)
             if len(y):
                 yield self.finish(x, y, start_batch)
+            elif self.keep_empty:  # every file of the batch was bad: the caller still counts the step
+                yield x, y
             start_batch += 1
 
     def finish(self, x: Any, y: torch.Tensor, batch_index: int) -> tuple[Any, torch.Tensor]:
