@@ -217,3 +217,17 @@ def test_jpeg_draft_reads_its_former_boolean_spellings():
         build_config(SupernetConfig, {"jpeg_draft": "maybe"})
     with pytest.raises(UserError, match="eval, all"):
         SupernetConfig(jpeg_draft="maybe")
+
+
+def test_on_a_cpu_device_the_workers_normalise_and_the_batches_are_the_same(photos):
+    """CPU device: the workers normalise (the training process does not); the batches are identical to
+    those normalised after the workers, and a split decoded for the search stays uint8."""
+    data = _data(photos, image_size=32)
+    kw = {"train": True, "shuffle": True, "drop_last": True}
+    ours = _loader(data.train, **kw)
+    assert ours.in_workers
+    after = _loader(data.train, **kw)
+    after.in_workers, after.loader.collate_fn = False, type(after.loader.collate_fn)()
+    for (a, ya), (b, yb) in zip(ours, after):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b) and torch.equal(ya, yb)
+    assert decode_split(data.test, 24, TransformOptions(), workers=1).images.dtype == torch.uint8

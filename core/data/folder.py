@@ -351,6 +351,26 @@ def _one_thread(_: int) -> None:
         pass
 
 
+def _normalise(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std as x * scale + shift, in place on the float copy: a multiply and an add are
+    cheaper than a division, and no temporaries."""
+    return x.float().mul_(scale).add_(shift)
+
+
+class _Collate:
+    """`_collate` in the workers and, given `scale` and `shift` (a CPU device), the normalisation there too."""
+
+    def __init__(self, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> None:
+        self.scale, self.shift = scale, shift
+
+    def __call__(self, items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor, list[str]]:
+        x, y, bad = _collate(items)
+        if self.scale is not None and self.shift is not None and len(y):
+            views = [_normalise(v, self.scale, self.shift) for v in (x if isinstance(x, tuple) else (x,))]
+            x = tuple(views) if isinstance(x, tuple) else views[0]
+        return x, y, bad
+
+
 class _Batches(torch.utils.data.Sampler):
     """This rank's batches of one epoch from a start batch, as (row, epoch, resolution) items."""
 
@@ -407,6 +427,7 @@ class FolderLoader:
         timeout: float = 300.0,
         strict: bool = False,
         size: int = 0,
+        raw: bool = False,
     ) -> None:
         files: FileList = data.images
         self.device = torch.device(device)
@@ -417,14 +438,18 @@ class FolderLoader:
         self.workers = default_workers() if workers < 0 else workers
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        # (x - mean) / std as x * scale + shift: a multiply and an add are cheaper than a division
-        self.scale, self.shift = 1 / self.std, -self.mean / self.std
+        self.scale, self.shift = 1 / self.std, -self.mean / self.std  # see _normalise
+        # Where the device is the CPU, the workers normalise (in parallel, not in the training process);
+        # for a GPU the batch crosses as uint8 and is normalised there. `raw`: uint8 out, never normalised.
+        self.raw = raw
+        self.in_workers = not raw and self.device.type == "cpu"
         self.batches = _Batches(len(files), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, shard=shard)
         self.batches.resolution_of = lambda step: self.size
         w = self.workers
         self.loader = torch.utils.data.DataLoader(
             _Images(files, data.labels, train, transform, seed), batch_sampler=self.batches, num_workers=w,
-            collate_fn=_collate, pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
+            collate_fn=_Collate(self.scale, self.shift) if self.in_workers else _Collate(),
+            pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
             prefetch_factor=4 if w else None, worker_init_fn=_one_thread if w else None, timeout=timeout if w else 0,
         )  # fmt: skip
         self.timeout = timeout
@@ -495,7 +520,9 @@ class FolderLoader:
             log.warning("%s: skipped", m)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float().mul_(self.scale).add_(self.shift)  # in place: no temporaries
+        x = x.to(self.device, non_blocking=True)
+        if not self.in_workers:
+            x = _normalise(x, self.scale, self.shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def decode_all(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -542,7 +569,7 @@ def decode_split(
     decoded once per resolution and kept as uint8, not decoded again for every candidate.
     """
     loader = FolderLoader(data, 256, mean=(0.0,) * 3, std=(1.0,) * 3, transform=opt, workers=workers,
-                          timeout=timeout, strict=strict, size=size)  # fmt: skip
+                          timeout=timeout, strict=strict, size=size, raw=True)  # fmt: skip
     try:
         images, labels = loader.decode_all()
     finally:
