@@ -126,6 +126,26 @@ def test_corrupt_truncated_and_empty_files_are_skipped_and_counted(photos, tmp_p
         list(strict)
 
 
+def test_a_whole_batch_of_bad_files_on_one_rank_of_several_is_a_clear_error(photos, tmp_path):
+    """Alone, a rank skips a batch of only bad files; one of several ranks cannot (the others would step
+    and all-reduce without it), so it stops with a one-line error instead of desynchronising."""
+    import shutil
+
+    root = tmp_path / "allbad"
+    shutil.copytree(photos, root)
+    for f in (root / "train").rglob("*.JPEG"):
+        f.write_bytes(b"")
+    data = load_data("imagefolder", str(root), search_size=1, loader="workers", image_size=16)
+    alone = _loader(data.train, train=True, shuffle=True, workers=0)
+    assert sum(len(y) for _, y in alone) == 0 and alone.skipped == len(data.train)
+    ranked = _loader(data.train, train=True, shuffle=True, workers=0, shard=(1, 2))
+    with pytest.raises(UserError, match="every image of batch 0 on rank 1 of 2 was undecodable") as err:
+        list(ranked)
+    assert "\n" not in str(err.value)
+    evaluation = _loader(data.train, workers=0, shard=(1, 2))  # no step, no collective: still skipped
+    assert sum(len(y) for _, y in evaluation) == 0
+
+
 def test_empty_class_folder_is_a_one_line_error(photos, tmp_path):
     import shutil
 

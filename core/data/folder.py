@@ -434,6 +434,7 @@ class FolderLoader:
         self.labels = data.labels
         self.size = size or files.size
         self.rank, self.world = shard
+        self.train = train
         self.batch_size, self.strict, self.channels_last = batch_size, strict, channels_last
         self.workers = default_workers() if workers < 0 else workers
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
@@ -501,6 +502,13 @@ class FolderLoader:
                 self._bad(bad)
             if len(y):
                 yield self.finish(x, y, start_batch)
+            elif self.train and self.world > 1:
+                # every other rank steps (and all-reduces) on this batch: a rank that skipped it would desync
+                raise UserError(
+                    f"every image of batch {start_batch} on rank {self.rank} of {self.world} was undecodable "
+                    f"({len(bad)} files, warned above): a multi-rank run cannot skip a whole batch on one rank; "
+                    "replace or delete those files"
+                )
             elif self.keep_empty:  # every file of the batch was bad: the caller still counts the step
                 yield x, y
             start_batch += 1
