@@ -82,6 +82,8 @@ class Trainer:
         """Steps per epoch of `loader` (over `images` training images), optimizer, schedule and grad scaler."""
         cfg = self.cfg
         self.loader = loader
+        if hasattr(loader, "keep_empty"):  # a batch of only bad files is still its step: the count stays exact
+            loader.keep_empty = True
         self.steps_per_epoch = len(loader)
         if self.steps_per_epoch == 0:
             raise UserError(f"--batch-size {cfg.batch_size} is larger than the {images} training images")
