@@ -452,6 +452,7 @@ class FolderLoader:
             collate_fn=_Collate(self.scale, self.shift) if self.in_workers else _Collate(),
             pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
             prefetch_factor=4 if w else None, worker_init_fn=_one_thread if w else None, timeout=timeout if w else 0,
+            generator=torch.Generator().manual_seed(seed),  # its base-seed draw leaves the global stream (resume)
         )  # fmt: skip
         self.timeout = timeout
         self.epoch, self.skipped, self.wait_s = 0, 0, 0.0
