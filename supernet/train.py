@@ -109,7 +109,6 @@ class SupernetTrainer(Trainer):
             # per-batch resolution: the workers crop each step's batch at the resolution of every subnet
             # sampled for that step (a function of seed and step: the same on every rank)
             loader.resolution_of = self.step_resolution
-            loader.keep_empty = True  # a batch of bad files still counts as its step: resolutions stay aligned
         self.set_schedule(loader, len(self.data.train), self.net)
         self.split_step = int(cfg.few_shot_warmup * self.total_steps)
         self.best, self.summary = -math.inf, {}

@@ -146,6 +146,15 @@ def test_a_whole_batch_of_bad_files_on_one_rank_of_several_is_a_clear_error(phot
     assert sum(len(y) for _, y in evaluation) == 0
 
 
+def test_the_loader_leaves_the_global_torch_generator_alone(photos):
+    """The DataLoader's base seed for its workers comes from its own generator: a run resumed mid-epoch
+    (a fresh loader at another point of the global stream) draws its dropout masks as the uninterrupted one."""
+    loader = _loader(_data(photos).train, train=True, shuffle=True, workers=1)
+    state = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_empty_class_folder_is_a_one_line_error(photos, tmp_path):
     import shutil
 

@@ -202,3 +202,28 @@ def test_a_batch_of_only_bad_files_keeps_the_steps_and_their_resolutions_aligned
     assert given and all(r == got for r, got in given), given
     metrics = [json.loads(line) for line in (tmp_path / "supernet" / "metrics.jsonl").read_text().splitlines()]
     assert [m["skipped_images"] for m in metrics if "skipped_images" in m] == [4]
+
+
+def test_a_batch_of_only_bad_files_is_its_step_on_a_space_without_resolutions(photos, tmp_path, monkeypatch):
+    """The same on the cell space (no per-batch resolution): the bad batch is counted as its step, so
+    the epoch is not gone over again (its tail trained twice, or forever where every batch is bad)."""
+    from core.data import folder
+
+    real, calls = folder._collate, [0]
+
+    def second_all_bad(items):
+        calls[0] += 1
+        if calls[0] == 2:
+            items = [("cannot decode image x: a test", y) for _, y in items]
+        return real(items)
+
+    monkeypatch.setattr(folder, "_collate", second_all_bad)
+    opts = {"ops": "lanas", "nodes": 2, "channels": 4, "blocks": [1, 1]}
+    cfg = SupernetConfig(run_dir=str(tmp_path), data_dir=photos, space="nasnet", space_opts=opts, epochs=1,
+                         batch_size=4, recal_images=4, panel_random=0, checkpoint_minutes=0, **DATA)  # fmt: skip
+    trainer = SupernetTrainer(cfg)
+    forwards = []
+    trainer.net.register_forward_pre_hook(lambda _, args: forwards.append(args[0].shape[0]))
+    trainer.fit()
+    assert trainer.step == trainer.total_steps == 3
+    assert forwards[:2] == [4, 4] and len([n for n in forwards if n == 4]) == 2, forwards  # two good batches, once
