@@ -106,8 +106,9 @@ class CommonConfig:
             raise UserError(f"--search-size must be >= 0, got {self.search_size}")
         if self.num_classes < 0 or self.image_size < 0 or self.threads < 0:
             raise UserError("--num-classes, --image-size and --threads must be >= 0")
-        if self.workers < -1 or self.loader_timeout <= 0 or not 0 < self.crop_pct <= 1:
-            raise UserError("--workers must be >= -1, --loader-timeout > 0 and --crop-pct in (0, 1]")
+        # the loader's timeout reaches a wait that refuses more than about 2.1e6 s (2**31 ms)
+        if self.workers < -1 or not 0 < self.loader_timeout <= 1e6 or not 0 < self.crop_pct <= 1:
+            raise UserError("--workers must be >= -1, --loader-timeout in (0, 1e6] seconds and --crop-pct in (0, 1]")
         for name in ("crop_scale", "crop_ratio"):
             pair = getattr(self, name)
             if len(pair) != 2 or not 0 < pair[0] <= pair[1]:

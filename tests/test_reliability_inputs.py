@@ -331,6 +331,12 @@ def test_non_finite_numbers_refused(tmp_path, capsys, value, flag):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "1e7"])
+def test_loader_timeout_out_of_range_refused(tmp_path, capsys, value):
+    argv = [*RETRAIN, "--run-dir", tmp_path / "run", f"--loader-timeout={value}"]
+    _refused(argv, capsys, "loader-timeout in (0, 1e6]")
+
+
 def test_non_finite_values_refused_when_a_config_is_built_directly():
     from retrain.config import RetrainConfig
 
